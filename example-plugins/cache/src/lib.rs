@@ -1,0 +1,316 @@
+//! `cache`: an exact-match response cache with a time-to-live, kept in the plugin's kv store.
+//!
+//! The pre-hook hashes what determines the answer (provider, model, messages, temperature,
+//! top_p, max_tokens and every other body field in `extra`) into a SHA-256 key. On a hit it
+//! answers with the stored response without calling the provider; on a miss it lets the request
+//! go on and its post-hook stores the response that comes back. Errors are never cached, and
+//! streaming requests bypass the cache. Every response that passes through is marked in its body
+//! with `"x_wasmgate_cache": "hit"` or `"miss"`, and the context value `cache.status` says the same
+//! (`bypass` for streams) to later plugins.
+//!
+//! Config (all optional, unknown fields rejected):
+//!
+//! | field             | type    | default  | meaning                                        |
+//! |-------------------|---------|----------|------------------------------------------------|
+//! | `ttl_seconds`     | integer | `300`    | how long an entry lives, 1..=86400             |
+//! | `max_entry_bytes` | integer | `262144` | larger responses (as JSON) are not stored, ≥ 1 |
+//!
+//! ```json
+//! { "ttl_seconds": 300, "max_entry_bytes": 262144 }
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use wasmgate_sdk::serde_json::{self, Value};
+use wasmgate_sdk::{
+    ChatRequest, ChatResponse, Ctx, Plugin, PostOutcome, PreOutcome, Result, config_error, debug,
+    kv, warn,
+};
+
+/// Field added to the `extra` of every response that passes through: `"hit"` or `"miss"`.
+pub const MARKER: &str = "x_wasmgate_cache";
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How long an entry lives, in seconds (1..=86400).
+    pub ttl_seconds: u64,
+    /// Responses whose JSON is larger than this are not stored (≥ 1).
+    pub max_entry_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ttl_seconds: 300,
+            max_entry_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates the JSON config.
+    pub fn parse(config: &str) -> Result<Self> {
+        let config: Config = wasmgate_sdk::parse_config(config)?;
+        if !(1..=86_400).contains(&config.ttl_seconds) {
+            let got = config.ttl_seconds;
+            return Err(config_error(
+                "ttl_seconds",
+                format!("must be 1..=86400, got {got}"),
+            ));
+        }
+        if config.max_entry_bytes == 0 {
+            return Err(config_error("max_entry_bytes", "must be at least 1"));
+        }
+        Ok(config)
+    }
+}
+
+/// The cache. `pending` is the key of the request being served when it missed: one instance
+/// serves one request at a time, so the post-hook that follows belongs to the same request.
+#[derive(Debug)]
+pub struct Cache {
+    config: Config,
+    pending: Option<String>,
+}
+
+/// The kv key for a request: `v1:` and the hex SHA-256 of a canonical JSON document of every
+/// field that determines the answer. Object keys are sorted at every level, so the order in which
+/// a client wrote its fields does not matter. `stream`, `user` and `fallbacks` do not take part.
+pub fn cache_key(req: &ChatRequest) -> String {
+    let messages: Vec<Value> = req
+        .messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "role": m.role,
+                "content": m.content,
+                "extra": m.extra.as_deref().map(parse_extra),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "provider": req.provider,
+        "model": req.model,
+        "messages": messages,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "max_tokens": req.max_tokens,
+        "extra": parse_extra(&req.extra),
+    });
+    let mut text = String::new();
+    write_canonical(&doc, &mut text);
+    let digest = Sha256::digest(text.as_bytes());
+    let mut key = String::with_capacity(3 + 64);
+    key.push_str("v1:");
+    for byte in digest {
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    key
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The JSON value of an `extra` text; text that is not JSON is kept as a string.
+fn parse_extra(extra: &str) -> Value {
+    serde_json::from_str(extra).unwrap_or_else(|_| Value::String(extra.to_owned()))
+}
+
+/// Writes `value` as JSON with object keys sorted, whatever the map order of serde_json.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Marks a response as a cache `hit` or `miss` in its body.
+fn mark(resp: &mut ChatResponse, status: &str) -> Result<()> {
+    resp.set_extra(MARKER, status)
+}
+
+#[wasmgate_sdk::plugin]
+impl Plugin for Cache {
+    fn name() -> String {
+        "cache".into()
+    }
+
+    fn init(config: &str) -> Result<Self> {
+        Ok(Cache {
+            config: Config::parse(config)?,
+            pending: None,
+        })
+    }
+
+    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+        self.pending = None;
+        if req.stream {
+            ctx.set("cache.status", "bypass");
+            return Ok(PreOutcome::Continue(req));
+        }
+        let key = cache_key(&req);
+        match kv::get_json::<ChatResponse>(&key) {
+            Ok(Some(mut cached)) => {
+                ctx.set("cache.status", "hit");
+                mark(&mut cached, "hit")?;
+                return Ok(PreOutcome::Respond(cached));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!("dropping unreadable cache entry: {e}");
+                kv::delete(&key);
+            }
+        }
+        ctx.set("cache.status", "miss");
+        ctx.set("cache.key", &key);
+        self.pending = Some(key);
+        Ok(PreOutcome::Continue(req))
+    }
+
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+        // A hit (our own answer, already marked), a bypass or an error: nothing to store.
+        let Some(key) = self.pending.take() else {
+            return Ok(outcome);
+        };
+        let PostOutcome::Response(mut resp) = outcome else {
+            return Ok(outcome);
+        };
+        let json = serde_json::to_vec(&resp).map_err(|e| format!("cannot encode response: {e}"))?;
+        if json.len() <= self.config.max_entry_bytes {
+            kv::set(
+                &key,
+                &json,
+                Some(Duration::from_secs(self.config.ttl_seconds)),
+            );
+        } else {
+            let (len, max) = (json.len(), self.config.max_entry_bytes);
+            debug!("not caching a {len}-byte response (max_entry_bytes is {max})");
+        }
+        mark(&mut resp, "miss")?;
+        Ok(PostOutcome::Response(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmgate_sdk::Message;
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            provider: "mock".into(),
+            model: "echo".into(),
+            messages: vec![Message::system("be brief"), Message::user("hello")],
+            temperature: Some(0.5),
+            top_p: None,
+            max_tokens: Some(64),
+            stream: false,
+            user: None,
+            fallbacks: vec![],
+            extra: r#"{"seed":1,"response_format":{"type":"text","x":1}}"#.into(),
+        }
+    }
+
+    #[test]
+    fn key_is_stable() {
+        // Golden value (cross-checked with Python: sha256 of json.dumps(doc, sort_keys=True,
+        // separators=(",", ":"))). If it changes, stored entries no longer match: bump `v1:`.
+        assert_eq!(
+            cache_key(&request()),
+            "v1:8200882f619eaf94df49a051299f9809700d682eef8953dbad5f3d0f2cf3c477"
+        );
+    }
+
+    #[test]
+    fn key_ignores_field_order_stream_user_and_fallbacks() {
+        let base = cache_key(&request());
+        let mut r = request();
+        r.extra = r#"{"response_format":{"x":1,"type":"text"},"seed":1}"#.into();
+        r.stream = true;
+        r.user = Some("u".into());
+        r.fallbacks = vec!["openai/gpt-4o".into()];
+        assert_eq!(cache_key(&r), base);
+    }
+
+    #[test]
+    fn key_changes_with_what_determines_the_answer() {
+        let base = cache_key(&request());
+        let edits: Vec<fn(&mut ChatRequest)> = vec![
+            |r| r.provider = "openai".into(),
+            |r| r.model = "other".into(),
+            |r| r.messages[1].content = Some("hello!".into()),
+            |r| r.messages[1].role = "assistant".into(),
+            |r| r.messages[1].extra = Some(r#"{"name":"bob"}"#.into()),
+            |r| r.messages.truncate(1),
+            |r| r.temperature = Some(0.7),
+            |r| r.top_p = Some(0.9),
+            |r| r.max_tokens = None,
+            |r| r.extra = r#"{"seed":2,"response_format":{"type":"text","x":1}}"#.into(),
+        ];
+        for (i, edit) in edits.into_iter().enumerate() {
+            let mut r = request();
+            edit(&mut r);
+            assert_ne!(cache_key(&r), base, "edit {i} did not change the key");
+        }
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let c = Config::parse("{}").unwrap();
+        assert_eq!((c.ttl_seconds, c.max_entry_bytes), (300, 262_144));
+        let err = |c: &str| Config::parse(c).unwrap_err();
+        assert_eq!(
+            err(r#"{"ttl_seconds": 0}"#),
+            "invalid config: ttl_seconds: must be 1..=86400, got 0"
+        );
+        assert_eq!(
+            err(r#"{"ttl_seconds": 86401}"#),
+            "invalid config: ttl_seconds: must be 1..=86400, got 86401"
+        );
+        assert_eq!(
+            err(r#"{"max_entry_bytes": 0}"#),
+            "invalid config: max_entry_bytes: must be at least 1"
+        );
+        assert_eq!(
+            err(r#"{"ttl_seconds": -1}"#),
+            "invalid config: ttl_seconds: invalid value: integer `-1`, expected u64"
+        );
+        assert!(err(r#"{"ttl": 1}"#).contains("unknown field `ttl`"));
+    }
+
+    #[test]
+    fn marker_is_added_to_extra() {
+        let mut r = ChatResponse::with_text("id", "mock", "echo", 0, "hi");
+        r.extra = r#"{"system_fingerprint":"fp"}"#.into();
+        mark(&mut r, "hit").unwrap();
+        assert_eq!(r.extra_field(MARKER), Some(Value::from("hit")));
+        assert_eq!(r.extra_field("system_fingerprint"), Some(Value::from("fp")));
+    }
+}

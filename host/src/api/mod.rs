@@ -1,0 +1,114 @@
+//! The HTTP API: OpenAI-compatible endpoints, the admin API and health. Handlers translate
+//! HTTP to the pipeline and back; every error leaves as an OpenAI error body and a log line.
+
+mod chat;
+mod models;
+mod plugins;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::error::GatewayError;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The pipeline requests run through.
+    pub pipeline: Arc<Pipeline>,
+    /// The plugin registry (admin API).
+    pub registry: Arc<Registry>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+/// The gateway's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(models::list))
+        .route("/api/plugins", get(plugins::list))
+        .route("/api/plugins/{name}", get(plugins::show))
+        .route("/health", get(health))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// A [`GatewayError`] on its way to the client: logged, then rendered as OpenAI error JSON.
+#[derive(Debug)]
+pub struct ApiError(pub GatewayError);
+
+impl From<GatewayError> for ApiError {
+    fn from(err: GatewayError) -> Self {
+        Self(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let err = self.0;
+        let status =
+            StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                code = err.code.as_deref().unwrap_or(""),
+                "request failed: {}",
+                err.message
+            );
+        } else {
+            tracing::info!(
+                status = status.as_u16(),
+                code = err.code.as_deref().unwrap_or(""),
+                "request rejected: {}",
+                err.message
+            );
+        }
+        (status, Json(err.to_json())).into_response()
+    }
+}
+
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Json<serde_json::Value> {
+    let entries = state.registry.entries();
+    let count = |s| entries.iter().filter(|e| e.status == s).count();
+    use crate::registry::Status;
+    Json(json!({
+        "status": "ok",
+        "plugins": {
+            "active": count(Status::Active),
+            "failed": count(Status::Failed),
+            "disabled": count(Status::Disabled),
+        }
+    }))
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError(GatewayError::not_found(
+        format!(
+            "no route for {method} {}; the gateway serves POST /v1/chat/completions, GET /v1/models, GET /api/plugins and GET /health",
+            uri.path()
+        ),
+        "unknown_route",
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        GatewayError::new(
+            405,
+            format!("method {method} is not allowed on {}", uri.path()),
+        )
+        .with_kind("invalid_request_error")
+        .with_code("method_not_allowed"),
+    )
+}

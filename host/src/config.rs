@@ -1,0 +1,339 @@
+//! The gateway's configuration: serde types (unknown fields rejected), defaults that run with
+//! no file at all, loading, and validation with messages that name the offending field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::providers::{MockConfig, ProviderConfig};
+use crate::runtime::{Limits, RuntimeOptions};
+
+/// The address the gateway listens on when nothing else is configured (loopback only).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory whose `*.wasm` files are all loaded as plugins.
+    #[serde(default = "default_plugins_dir")]
+    pub plugins_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Process-wide wasm runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeOptions,
+    /// Default limits for every plugin; a plugin entry may override each.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Providers by key; the key is the `provider` part of `provider/model`.
+    #[serde(default = "default_providers")]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Plugin settings, in pipeline order. Plugins found in `plugins_dir` without an entry run
+    /// after these, in name order, with default settings.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// Optional limit overrides; unset fields take the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Fuel per hook call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Wall-clock deadline per hook call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Memory cap per instance, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// These overrides applied on top of `base`.
+    pub fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            fuel: self.fuel.unwrap_or(base.fuel),
+            timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
+            memory_bytes: self.memory_mb.map_or(base.memory_bytes, |mb| mb << 20),
+        }
+    }
+
+    fn validate(&self, at: &str) -> anyhow::Result<()> {
+        for (field, value) in [
+            ("fuel", self.fuel),
+            ("timeout_ms", self.timeout_ms),
+            ("memory_mb", self.memory_mb),
+        ] {
+            if value == Some(0) {
+                bail!("{at}.{field} must be greater than 0");
+            }
+        }
+        if let Some(mb) = self.memory_mb
+            && mb > 1 << 20
+        {
+            bail!("{at}.memory_mb = {mb} is absurdly large; use at most 1048576");
+        }
+        Ok(())
+    }
+}
+
+/// What happens to a request when a plugin's hook fails (error, trap or exceeded limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// The request fails with a 5xx error naming the plugin and the cause.
+    #[default]
+    FailClosed,
+    /// The hook is skipped (logged) and the request goes on.
+    FailOpen,
+}
+
+/// Settings of one plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The plugin's name; also the file stem of `<plugins_dir>/<name>.wasm`.
+    pub name: String,
+    /// The component file; relative paths are resolved against the config file's directory.
+    /// Default: `<plugins_dir>/<name>.wasm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Whether the plugin is loaded.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Config version; raising it forces a reload (as in Bifrost).
+    #[serde(default = "one")]
+    pub version: u32,
+    /// The JSON handed to the plugin's `init`.
+    #[serde(default = "empty_object")]
+    pub config: Value,
+    /// Failure policy.
+    #[serde(default)]
+    pub policy: FailurePolicy,
+    /// Limit overrides.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+impl PluginConfig {
+    /// Default settings for a plugin found in the plugins directory.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            path: None,
+            enabled: true,
+            version: 1,
+            config: empty_object(),
+            policy: FailurePolicy::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+fn default_body_limit() -> usize {
+    4 << 20
+}
+fn default_providers() -> BTreeMap<String, ProviderConfig> {
+    BTreeMap::from([(
+        "mock".to_string(),
+        ProviderConfig::Mock(MockConfig::default()),
+    )])
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+impl Default for Config {
+    /// The embedded default: mock provider, `./plugins`, loopback on port 8080.
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            plugins_dir: default_plugins_dir(),
+            body_limit_bytes: default_body_limit(),
+            runtime: RuntimeOptions::default(),
+            limits: LimitsConfig::default(),
+            providers: default_providers(),
+            plugins: Vec::new(),
+        }
+    }
+}
+
+/// Whether a plugin name is usable as a file stem, a config key and a URL path segment.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths in it are resolved against
+    /// its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let mut config = Self::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates config text; errors carry the JSON path of the bad field.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                anyhow::anyhow!("{}", e.inner())
+            } else {
+                anyhow::anyhow!("at `{path}`: {}", e.inner())
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if self.plugins_dir.is_relative() {
+            self.plugins_dir = base.join(&self.plugins_dir);
+        }
+        for plugin in &mut self.plugins {
+            if let Some(path) = &plugin.path
+                && path.is_relative()
+            {
+                plugin.path = Some(base.join(path));
+            }
+        }
+    }
+
+    /// Checks what serde cannot: names, duplicates, limits, providers.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.providers.is_empty() {
+            bail!(
+                "`providers` is empty; configure at least one, e.g. {{\"mock\": {{\"type\": \"mock\"}}}}"
+            );
+        }
+        for name in self.providers.keys() {
+            if name.is_empty() || name.contains('/') {
+                bail!("providers: key {name:?} must be non-empty and contain no '/'");
+            }
+        }
+        if self.body_limit_bytes == 0 {
+            bail!("body_limit_bytes must be greater than 0");
+        }
+        self.limits.validate("limits")?;
+        let mut seen = BTreeSet::new();
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}]");
+            if !valid_plugin_name(&plugin.name) {
+                bail!(
+                    "{at}.name {:?} must be 1-64 characters of letters, digits, '-', '_' or '.'",
+                    plugin.name
+                );
+            }
+            if !seen.insert(&plugin.name) {
+                bail!("{at}.name {:?} is configured twice", plugin.name);
+            }
+            if !plugin.config.is_object() {
+                bail!("{at}.config must be a JSON object");
+            }
+            plugin.limits.validate(&format!("{at}.limits"))?;
+            let memory = plugin.limits.apply(self.plugin_defaults()).memory_bytes;
+            if memory > self.runtime.max_memory_bytes {
+                bail!(
+                    "{at}.limits.memory_mb ({} MiB) exceeds runtime.max_memory_bytes ({} MiB)",
+                    memory >> 20,
+                    self.runtime.max_memory_bytes >> 20
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits a plugin without overrides runs under.
+    pub fn plugin_defaults(&self) -> Limits {
+        self.limits.apply(Limits::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_is_the_embedded_default() {
+        let config = Config::parse("{}").expect("valid");
+        assert_eq!(config, Config::default());
+        assert!(config.providers.contains_key("mock"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"plugins": [{"name": "a", "polcy": "fail-open"}]}"#,
+                "plugins[0]",
+            ),
+            (
+                r#"{"plugins": [{"name": "a", "policy": "sometimes"}]}"#,
+                "plugins[0].policy",
+            ),
+            (
+                r#"{"plugins": [{"name": "a", "limits": {"fuel": 0}}]}"#,
+                "plugins[0].limits.fuel",
+            ),
+            (
+                r#"{"plugins": [{"name": "a"}, {"name": "a"}]}"#,
+                "plugins[1].name",
+            ),
+            (r#"{"plugins": [{"name": "../x"}]}"#, "plugins[0].name"),
+            (r#"{"providers": {"x": {"type": "nope"}}}"#, "providers.x"),
+            (r#"{"listen": "nowhere"}"#, "listen"),
+            (
+                r#"{"plugins": [{"name": "a", "limits": {"memory_mb": 4096}}]}"#,
+                "memory_mb",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = format!("{:#}", Config::parse(text).expect_err(text));
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_overrides_apply_on_defaults() {
+        let config = Config::parse(
+            r#"{"limits": {"timeout_ms": 50}, "plugins": [{"name": "a", "limits": {"memory_mb": 8}}]}"#,
+        )
+        .expect("valid");
+        let limits = config.plugins[0].limits.apply(config.plugin_defaults());
+        assert_eq!(limits.timeout_ms, 50);
+        assert_eq!(limits.memory_bytes, 8 << 20);
+        assert_eq!(limits.fuel, Limits::default().fuel);
+    }
+}

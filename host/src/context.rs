@@ -1,0 +1,121 @@
+//! Per-request context: the values every hook and plugin of one request shares (Bifrost's ctx).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::hooks::Headers;
+
+/// Most values one request may hold, and the longest key and value, so a plugin cannot grow a
+/// request's context without bound.
+const MAX_VALUES: usize = 1024;
+const MAX_KEY_BYTES: usize = 256;
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// What one request's hooks share: its id, its headers and a string map.
+#[derive(Debug)]
+pub struct RequestContext {
+    id: String,
+    headers: Mutex<Headers>,
+    values: Mutex<HashMap<String, String>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl RequestContext {
+    /// A context for a new request with the given headers (names lower-case).
+    pub fn new(headers: Headers) -> Self {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let boot = *BOOT_TAG;
+        Self {
+            id: format!("req-{boot:08x}-{n:08x}"),
+            headers: Mutex::new(headers),
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The request id, unique within this process and unlikely to repeat across restarts.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let headers = self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// A copy of the headers.
+    pub fn headers(&self) -> Headers {
+        self.headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the headers (after a transport interceptor rewrote them).
+    pub fn set_headers(&self, headers: Headers) {
+        *self.headers.lock().unwrap_or_else(|p| p.into_inner()) = headers;
+    }
+
+    /// A value stored by a hook of this request.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Stores a value. Returns an error message when a size limit refuses it.
+    pub fn set(&self, key: String, value: String) -> Result<(), String> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(format!(
+                "context key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+                key.len()
+            ));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "context value for {key:?} of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
+                value.len()
+            ));
+        }
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        if values.len() >= MAX_VALUES && !values.contains_key(&key) {
+            return Err(format!("request context already holds {MAX_VALUES} values"));
+        }
+        values.insert(key, value);
+        Ok(())
+    }
+}
+
+/// A per-process tag mixed into request ids.
+static BOOT_TAG: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_case_insensitive_and_values_bounded() {
+        let ctx = RequestContext::new(vec![("x-api-key".into(), "k".into())]);
+        assert_eq!(ctx.header("X-Api-Key").as_deref(), Some("k"));
+        assert!(ctx.set("a".into(), "1".into()).is_ok());
+        assert_eq!(ctx.get("a").as_deref(), Some("1"));
+        assert!(
+            ctx.set("b".into(), "x".repeat(MAX_VALUE_BYTES + 1))
+                .is_err()
+        );
+        assert_ne!(ctx.id(), RequestContext::new(vec![]).id());
+    }
+}

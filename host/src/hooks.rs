@@ -1,0 +1,118 @@
+//! The plugin hook contract in domain types: what each hook receives and may decide.
+//!
+//! These mirror the WIT world (`wit/plugin.wit`); the runtime converts between them and the
+//! generated bindings, so nothing outside `runtime` sees generated code.
+
+use crate::chat::{ChatRequest, ChatResponse};
+use crate::error::GatewayError;
+
+/// HTTP headers in order, names lower-case.
+pub type Headers = Vec<(String, String)>;
+
+/// The raw HTTP request a transport interceptor sees.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HttpRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, names lower-case.
+    pub headers: Headers,
+    /// Raw body.
+    pub body: Vec<u8>,
+}
+
+/// A raw HTTP response a transport interceptor answers with.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Headers,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// What a transport interceptor decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransportOutcome {
+    /// Go on unchanged.
+    Pass,
+    /// Go on with these headers and body.
+    Rewrite {
+        /// The new headers.
+        headers: Headers,
+        /// The new body.
+        body: Vec<u8>,
+    },
+    /// Answer the client with this response; nothing else runs.
+    Respond(HttpResponse),
+}
+
+/// What a pre-hook decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreOutcome {
+    /// Go on with this request.
+    Continue(ChatRequest),
+    /// Skip the provider and answer with this response.
+    Respond(ChatResponse),
+    /// Skip the provider and fail with this error.
+    Fail(GatewayError),
+}
+
+/// The state of a request after the provider or a short-circuit; what post-hooks transform.
+pub type Outcome = Result<ChatResponse, GatewayError>;
+
+/// The hooks a plugin declares it implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct HookSet {
+    /// Implements `transport-interceptor`.
+    pub transport_interceptor: bool,
+    /// Implements `pre-hook`.
+    pub pre_hook: bool,
+    /// Implements `post-hook`.
+    pub post_hook: bool,
+    /// Implements `cleanup`.
+    pub cleanup: bool,
+}
+
+impl HookSet {
+    /// Whether the plugin takes part in requests at all.
+    pub fn any_request_hook(&self) -> bool {
+        self.transport_interceptor || self.pre_hook || self.post_hook
+    }
+}
+
+/// Which hook a call or failure concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `init`, when an instance is created.
+    Init,
+    /// `transport-interceptor`.
+    TransportInterceptor,
+    /// `pre-hook`.
+    PreHook,
+    /// `post-hook`.
+    PostHook,
+    /// `cleanup`.
+    Cleanup,
+}
+
+impl Hook {
+    /// The WIT name of the hook.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Init => "init",
+            Hook::TransportInterceptor => "transport-interceptor",
+            Hook::PreHook => "pre-hook",
+            Hook::PostHook => "post-hook",
+            Hook::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,61 @@
+//! The `wasmgate` binary: parses the command line, sets up logging, builds the gateway and
+//! serves until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wasmgate::Gateway;
+use wasmgate::config::Config;
+
+/// An OpenAI-compatible LLM gateway extended by WebAssembly component plugins.
+///
+/// With no options it serves the built-in mock provider on 127.0.0.1:8080 and loads every
+/// `*.wasm` in ./plugins. Log verbosity follows RUST_LOG (default: info).
+#[derive(Debug, Parser)]
+#[command(name = "wasmgate", version)]
+struct Cli {
+    /// JSON config file (providers, plugin settings, limits). Without one the embedded default
+    /// is used: mock provider, ./plugins, 127.0.0.1:8080.
+    #[arg(long, env = "WASMGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory whose *.wasm files are loaded as plugins (overrides the config's plugins_dir).
+    #[arg(long, env = "WASMGATE_PLUGINS_DIR", value_name = "DIR")]
+    plugins_dir: Option<PathBuf>,
+    /// Address to listen on (overrides the config's listen), e.g. 127.0.0.1:8080.
+    #[arg(long, env = "WASMGATE_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = cli.plugins_dir {
+        config.plugins_dir = dir;
+    }
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    let gateway = Gateway::build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(
+        plugins_dir = %config.plugins_dir.display(),
+        "wasmgate is serving: POST http://{addr}/v1/chat/completions"
+    );
+    gateway.serve(listener, wasmgate::shutdown_signal()).await
+}

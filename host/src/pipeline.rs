@@ -1,0 +1,286 @@
+//! The plugin pipeline with Bifrost's semantics: transport interceptors, pre-hooks in order,
+//! the provider (unless short-circuited), post-hooks in exact reverse order, and fallbacks.
+//!
+//! Rules (each has an end-to-end test):
+//! 1. Transport interceptors run first, in plugin order; one may answer the client directly.
+//! 2. Pre-hooks run in order; post-hooks run in exact reverse order.
+//! 3. Every plugin whose pre-hook ran gets its post-hook, and no other. A plugin without a
+//!    pre-hook counts as having passed the request on; one skipped by `fail-open` did not run.
+//! 4. `respond` skips the provider; the post-hooks of the plugins that ran see the response.
+//! 5. `fail` skips the provider; post-hooks see the error; if it allows fallbacks and the request
+//!    has some, the next target is tried with all pre-hooks run again.
+//! 6. A provider error goes through the post-hooks, then the same fallback rule.
+//! 7. A post-hook may recover an error into a response or turn a response into an error; later
+//!    post-hooks see the new state.
+//! 8. A hook failure (guest `err`, trap, exceeded limit) is handled by the plugin's policy:
+//!    `fail-closed` fails the request with a 500 naming the plugin and the cause (no fallbacks),
+//!    `fail-open` skips the hook and goes on.
+
+use std::sync::Arc;
+
+use crate::chat::ChatRequest;
+use crate::config::FailurePolicy;
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::hooks::{Headers, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome};
+use crate::providers::Providers;
+use crate::registry::{Chain, Link, Registry};
+use crate::runtime::{HookFailure, PluginInstance};
+
+/// Runs requests through the active chain and the providers.
+#[derive(Debug)]
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    providers: Arc<Providers>,
+}
+
+/// What the transport stage decided.
+#[derive(Debug)]
+pub enum Transported {
+    /// Go on: parse this body as the chat request.
+    Continue {
+        /// Headers after every interceptor.
+        headers: Headers,
+        /// Body after every interceptor.
+        body: Vec<u8>,
+    },
+    /// An interceptor answered; send this to the client.
+    Respond(HttpResponse),
+}
+
+/// One request's pass through the pipeline: the chain snapshot it started on, its context and
+/// the plugin instances it has checked out (one per plugin, returned when it is dropped).
+pub struct Session {
+    chain: Arc<Chain>,
+    ctx: Arc<RequestContext>,
+    slots: Vec<Option<PluginInstance>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("request_id", &self.ctx.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The request's context.
+    pub fn context(&self) -> &Arc<RequestContext> {
+        &self.ctx
+    }
+
+    /// Checks out (once per request) the instance of link `i`, runs `call` on it, and puts it
+    /// back unless the call broke it.
+    async fn with_instance<T>(
+        &mut self,
+        i: usize,
+        call: impl AsyncFnOnce(
+            &Link,
+            &mut PluginInstance,
+            &Arc<RequestContext>,
+        ) -> Result<T, HookFailure>,
+    ) -> Result<T, HookFailure> {
+        let link = &self.chain.links[i];
+        let mut instance = match self.slots[i].take() {
+            Some(instance) => instance,
+            None => link.plugin.checkout().await?,
+        };
+        let result = call(link, &mut instance, &self.ctx).await;
+        if !instance.is_poisoned() {
+            self.slots[i] = Some(instance);
+        }
+        result
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (link, slot) in self.chain.links.iter().zip(self.slots.iter_mut()) {
+            if let Some(instance) = slot.take() {
+                link.plugin.checkin(instance);
+            }
+        }
+    }
+}
+
+/// The error a client gets when a `fail-closed` plugin fails.
+fn plugin_error(failure: &HookFailure) -> GatewayError {
+    GatewayError::new(500, failure.to_string())
+        .with_kind("plugin_error")
+        .with_code(failure.kind.code())
+        .no_fallbacks()
+}
+
+/// Applies a link's failure policy: `Err` to fail the request, `Ok` to skip the hook.
+fn apply_policy(
+    link: &Link,
+    ctx: &RequestContext,
+    failure: &HookFailure,
+) -> Result<(), GatewayError> {
+    match link.policy {
+        FailurePolicy::FailClosed => {
+            tracing::warn!(request_id = ctx.id(), plugin = failure.plugin, hook = %failure.hook, kind = failure.kind.code(), "{failure}; failing the request (fail-closed)");
+            Err(plugin_error(failure))
+        }
+        FailurePolicy::FailOpen => {
+            tracing::warn!(request_id = ctx.id(), plugin = failure.plugin, hook = %failure.hook, kind = failure.kind.code(), "{failure}; skipping the hook (fail-open)");
+            Ok(())
+        }
+    }
+}
+
+impl Pipeline {
+    /// A pipeline over the registry's chain and the providers.
+    pub fn new(registry: Arc<Registry>, providers: Arc<Providers>) -> Self {
+        Self {
+            registry,
+            providers,
+        }
+    }
+
+    /// The providers requests go to.
+    pub fn providers(&self) -> &Arc<Providers> {
+        &self.providers
+    }
+
+    /// Starts a request on the chain active now.
+    pub fn session(&self, headers: Headers) -> Session {
+        let chain = self.registry.chain();
+        let slots = chain.links.iter().map(|_| None).collect();
+        Session {
+            chain,
+            ctx: Arc::new(RequestContext::new(headers)),
+            slots,
+        }
+    }
+
+    /// Runs the transport interceptors in plugin order.
+    pub async fn transport(
+        &self,
+        session: &mut Session,
+        mut req: HttpRequest,
+    ) -> Result<Transported, GatewayError> {
+        for i in 0..session.chain.links.len() {
+            if !session.chain.links[i].hooks.transport_interceptor {
+                continue;
+            }
+            let result = session
+                .with_instance(i, async |link, instance, ctx| {
+                    link.plugin.transport_interceptor(instance, ctx, &req).await
+                })
+                .await;
+            match result {
+                Ok(TransportOutcome::Pass) => {}
+                Ok(TransportOutcome::Rewrite { headers, body }) => {
+                    session.ctx.set_headers(headers.clone());
+                    req.headers = headers;
+                    req.body = body;
+                }
+                Ok(TransportOutcome::Respond(response)) => {
+                    return Ok(Transported::Respond(response));
+                }
+                Err(failure) => {
+                    apply_policy(&session.chain.links[i], &session.ctx, &failure)?;
+                }
+            }
+        }
+        Ok(Transported::Continue {
+            headers: req.headers,
+            body: req.body,
+        })
+    }
+
+    /// Runs a parsed request through the pre-hooks, the provider and the post-hooks, trying its
+    /// fallbacks as Bifrost does, and returns the final outcome.
+    pub async fn run(&self, session: &mut Session, req: ChatRequest) -> Outcome {
+        let mut targets = vec![req.target()];
+        targets.extend(req.fallbacks.iter().cloned());
+        let mut last = None;
+        for (attempt, target) in targets.iter().enumerate() {
+            let mut attempt_req = req.clone();
+            if attempt > 0 {
+                attempt_req.retarget(target)?;
+                tracing::info!(
+                    request_id = session.ctx.id(),
+                    target,
+                    attempt,
+                    "trying fallback"
+                );
+            }
+            let outcome = self.attempt(session, attempt_req).await;
+            match outcome {
+                Err(err) if err.fallbacks_allowed() && attempt + 1 < targets.len() => {
+                    tracing::info!(request_id = session.ctx.id(), target, error = %err, "attempt failed; fallbacks allowed");
+                    last = Some(err);
+                }
+                outcome => return outcome,
+            }
+        }
+        Err(last.unwrap_or_else(|| GatewayError::new(500, "no target to try")))
+    }
+
+    /// One attempt at one target: pre-hooks, provider or short-circuit, post-hooks.
+    async fn attempt(&self, session: &mut Session, mut req: ChatRequest) -> Outcome {
+        let mut ran = Vec::with_capacity(session.chain.links.len());
+        let mut short_circuit = None;
+        for i in 0..session.chain.links.len() {
+            if !session.chain.links[i].hooks.pre_hook {
+                ran.push(i);
+                continue;
+            }
+            let result = session
+                .with_instance(i, async |link, instance, ctx| {
+                    link.plugin.pre_hook(instance, ctx, &req).await
+                })
+                .await;
+            match result {
+                Ok(PreOutcome::Continue(next)) => {
+                    ran.push(i);
+                    req = next;
+                }
+                Ok(PreOutcome::Respond(response)) => {
+                    ran.push(i);
+                    short_circuit = Some(Ok(response));
+                    break;
+                }
+                Ok(PreOutcome::Fail(err)) => {
+                    ran.push(i);
+                    short_circuit = Some(Err(err));
+                    break;
+                }
+                Err(failure) => {
+                    if let Err(err) = apply_policy(&session.chain.links[i], &session.ctx, &failure)
+                    {
+                        short_circuit = Some(Err(err));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut outcome = match short_circuit {
+            Some(outcome) => outcome,
+            None => self.providers.chat(&req).await,
+        };
+        for &i in ran.iter().rev() {
+            if !session.chain.links[i].hooks.post_hook {
+                continue;
+            }
+            let result = session
+                .with_instance(i, async |link, instance, ctx| {
+                    link.plugin.post_hook(instance, ctx, &outcome).await
+                })
+                .await;
+            match result {
+                Ok(next) => outcome = next,
+                Err(failure) => {
+                    if let Err(err) = apply_policy(&session.chain.links[i], &session.ctx, &failure)
+                    {
+                        outcome = Err(err);
+                    }
+                }
+            }
+        }
+        outcome
+    }
+}

@@ -1,0 +1,124 @@
+//! LLM providers: where a request goes after the pre-hooks. Providers know nothing of plugins.
+//!
+//! One file per provider; [`Provider`] is the closed set the config can name (serde-tagged by
+//! `type`), and [`Providers`] routes a request by its provider key.
+
+mod mock;
+mod openai;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatRequest, ChatResponse};
+use crate::error::GatewayError;
+
+pub use mock::MockConfig;
+pub use openai::OpenAiConfig;
+
+/// A provider's configuration, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// The built-in offline mock.
+    Mock(MockConfig),
+    /// Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, Groq, ...).
+    Openai(OpenAiConfig),
+}
+
+/// A ready provider.
+#[derive(Debug)]
+pub enum Provider {
+    /// The built-in offline mock.
+    Mock(mock::Mock),
+    /// An OpenAI-compatible upstream.
+    OpenAi(openai::OpenAi),
+}
+
+impl Provider {
+    /// Builds the provider named `name` from its config. Fails when a named key variable is
+    /// missing or a URL is malformed.
+    pub fn from_config(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
+        Ok(match config {
+            ProviderConfig::Mock(c) => Provider::Mock(mock::Mock::new(name, c.clone())),
+            ProviderConfig::Openai(c) => Provider::OpenAi(openai::OpenAi::new(name, c)?),
+        })
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
+        match self {
+            Provider::Mock(p) => p.chat(req).await,
+            Provider::OpenAi(p) => p.chat(req).await,
+        }
+    }
+
+    fn models(&self) -> Vec<String> {
+        match self {
+            Provider::Mock(p) => p.models(),
+            Provider::OpenAi(p) => p.models(),
+        }
+    }
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelInfo {
+    /// `provider/model`.
+    pub id: String,
+    /// The provider key.
+    pub owned_by: String,
+}
+
+/// Every configured provider, by key.
+#[derive(Debug, Default)]
+pub struct Providers {
+    by_name: BTreeMap<String, Provider>,
+}
+
+impl Providers {
+    /// Builds every configured provider; the error names the provider that failed.
+    pub fn from_config(configs: &BTreeMap<String, ProviderConfig>) -> anyhow::Result<Self> {
+        let mut by_name = BTreeMap::new();
+        for (name, config) in configs {
+            let provider = Provider::from_config(name, config)
+                .map_err(|e| anyhow::anyhow!("provider `{name}`: {e:#}"))?;
+            by_name.insert(name.clone(), provider);
+        }
+        Ok(Self { by_name })
+    }
+
+    /// Sends a request to its provider.
+    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
+        let Some(provider) = self.by_name.get(&req.provider) else {
+            let known = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(GatewayError::not_found(
+                format!(
+                    "unknown provider `{}` in model `{}`; configured providers: {known}",
+                    req.provider,
+                    req.target()
+                ),
+                "provider_not_found",
+            )
+            .with_param("model"));
+        };
+        provider.chat(req).await
+    }
+
+    /// Whether a provider key is configured.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The models every provider advertises.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        self.by_name
+            .iter()
+            .flat_map(|(name, p)| {
+                p.models().into_iter().map(move |m| ModelInfo {
+                    id: format!("{name}/{m}"),
+                    owned_by: name.clone(),
+                })
+            })
+            .collect()
+    }
+}

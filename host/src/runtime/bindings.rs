@@ -1,0 +1,266 @@
+//! The only `bindgen!` of the host, and the conversions between the generated types and the
+//! gateway's domain types. Generated types never leave this module.
+
+use crate::chat::{self, ChatRequest, ChatResponse, Choice, Message, Usage};
+use crate::error::GatewayError;
+use crate::hooks::{self, HookSet, HttpRequest, Outcome, PreOutcome, TransportOutcome};
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: { default: trappable },
+        exports: { default: async },
+    });
+}
+
+pub(crate) use generated::wasmgate::plugin::{clock, context, kv, logging, types};
+pub(crate) use generated::{Plugin, PluginPre};
+use types::Hooks;
+
+/// Converts a JSON object to the text form that crosses the boundary.
+fn extra_text(extra: &chat::Extra) -> String {
+    if extra.is_empty() {
+        return "{}".to_string();
+    }
+    serde_json::Value::Object(extra.clone()).to_string()
+}
+
+fn opt_extra_text(extra: &chat::Extra) -> Option<String> {
+    (!extra.is_empty()).then(|| extra_text(extra))
+}
+
+fn parse_extra(text: &str, what: &str) -> Result<chat::Extra, String> {
+    chat::parse_extra(text).map_err(|e| format!("{what}.extra {e}"))
+}
+
+fn parse_opt_extra(text: Option<&str>, what: &str) -> Result<chat::Extra, String> {
+    text.map_or_else(|| Ok(chat::Extra::new()), |t| parse_extra(t, what))
+}
+
+impl From<Hooks> for HookSet {
+    fn from(h: Hooks) -> Self {
+        HookSet {
+            transport_interceptor: h.contains(Hooks::TRANSPORT_INTERCEPTOR),
+            pre_hook: h.contains(Hooks::PRE_HOOK),
+            post_hook: h.contains(Hooks::POST_HOOK),
+            cleanup: h.contains(Hooks::CLEANUP),
+        }
+    }
+}
+
+fn message_to_wit(m: &Message) -> types::Message {
+    types::Message {
+        role: m.role.clone(),
+        content: m.content.clone(),
+        extra: opt_extra_text(&m.extra),
+    }
+}
+
+fn message_from_wit(m: types::Message, what: &str) -> Result<Message, String> {
+    Ok(Message {
+        extra: parse_opt_extra(m.extra.as_deref(), what)?,
+        role: m.role,
+        content: m.content,
+    })
+}
+
+/// Domain request -> WIT request.
+pub(crate) fn request_to_wit(r: &ChatRequest) -> types::ChatRequest {
+    types::ChatRequest {
+        provider: r.provider.clone(),
+        model: r.model.clone(),
+        messages: r.messages.iter().map(message_to_wit).collect(),
+        temperature: r.temperature,
+        top_p: r.top_p,
+        max_tokens: r.max_tokens,
+        stream: r.stream,
+        user: r.user.clone(),
+        fallbacks: r.fallbacks.clone(),
+        extra: extra_text(&r.extra),
+    }
+}
+
+/// WIT request -> domain request; the error says which field a plugin broke.
+pub(crate) fn request_from_wit(r: types::ChatRequest) -> Result<ChatRequest, String> {
+    if r.provider.is_empty() || r.model.is_empty() {
+        return Err(format!(
+            "returned a request with an empty provider or model ({:?}/{:?})",
+            r.provider, r.model
+        ));
+    }
+    for (i, target) in r.fallbacks.iter().enumerate() {
+        if chat::split_target(target).is_none() {
+            return Err(format!(
+                "returned fallbacks[{i}] = {target:?}, which is not a provider/model address"
+            ));
+        }
+    }
+    let messages = r
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message_from_wit(m, &format!("messages[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ChatRequest {
+        extra: parse_extra(&r.extra, "request")?,
+        provider: r.provider,
+        model: r.model,
+        messages,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        max_tokens: r.max_tokens,
+        stream: r.stream,
+        user: r.user,
+        fallbacks: r.fallbacks,
+    })
+}
+
+fn response_to_wit(r: &ChatResponse) -> types::ChatResponse {
+    types::ChatResponse {
+        id: r.id.clone(),
+        provider: r.provider.clone(),
+        model: r.model.clone(),
+        created: r.created,
+        choices: r
+            .choices
+            .iter()
+            .map(|c| types::Choice {
+                index: c.index,
+                message: message_to_wit(&c.message),
+                finish_reason: c.finish_reason.clone(),
+                extra: opt_extra_text(&c.extra),
+            })
+            .collect(),
+        usage: r.usage.map(|u| types::Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+        extra: extra_text(&r.extra),
+    }
+}
+
+fn response_from_wit(r: types::ChatResponse) -> Result<ChatResponse, String> {
+    let choices = r
+        .choices
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let what = format!("choices[{i}]");
+            Ok(Choice {
+                index: c.index,
+                message: message_from_wit(c.message, &format!("{what}.message"))?,
+                finish_reason: c.finish_reason,
+                extra: parse_opt_extra(c.extra.as_deref(), &what)?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(ChatResponse {
+        extra: parse_extra(&r.extra, "response")?,
+        id: r.id,
+        provider: r.provider,
+        model: r.model,
+        created: r.created,
+        choices,
+        usage: r.usage.map(|u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+    })
+}
+
+fn error_to_wit(e: &GatewayError) -> types::GatewayError {
+    types::GatewayError {
+        message: e.message.clone(),
+        kind: e.kind.clone(),
+        code: e.code.clone(),
+        status: e.status,
+        allow_fallbacks: e.allow_fallbacks,
+    }
+}
+
+fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, String> {
+    if !(400..=599).contains(&e.status) {
+        return Err(format!(
+            "returned a gateway-error with status {}, outside 400..=599",
+            e.status
+        ));
+    }
+    Ok(GatewayError {
+        status: e.status,
+        message: e.message,
+        kind: e.kind,
+        code: e.code,
+        param: None,
+        allow_fallbacks: e.allow_fallbacks,
+    })
+}
+
+/// WIT pre-outcome -> domain pre-outcome.
+pub(crate) fn pre_outcome_from_wit(o: types::PreOutcome) -> Result<PreOutcome, String> {
+    Ok(match o {
+        types::PreOutcome::Continue(r) => PreOutcome::Continue(request_from_wit(r)?),
+        types::PreOutcome::Respond(r) => PreOutcome::Respond(response_from_wit(r)?),
+        types::PreOutcome::Fail(e) => PreOutcome::Fail(error_from_wit(e)?),
+    })
+}
+
+/// Domain outcome -> WIT post-outcome.
+pub(crate) fn outcome_to_wit(o: &Outcome) -> types::PostOutcome {
+    match o {
+        Ok(r) => types::PostOutcome::Response(response_to_wit(r)),
+        Err(e) => types::PostOutcome::Error(error_to_wit(e)),
+    }
+}
+
+/// WIT post-outcome -> domain outcome.
+pub(crate) fn outcome_from_wit(o: types::PostOutcome) -> Result<Outcome, String> {
+    Ok(match o {
+        types::PostOutcome::Response(r) => Ok(response_from_wit(r)?),
+        types::PostOutcome::Error(e) => Err(error_from_wit(e)?),
+    })
+}
+
+/// Domain HTTP request -> WIT HTTP request.
+pub(crate) fn http_request_to_wit(r: &HttpRequest) -> types::HttpRequest {
+    types::HttpRequest {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        headers: r.headers.clone(),
+        body: r.body.clone(),
+    }
+}
+
+/// WIT transport outcome -> domain transport outcome (header names lower-cased).
+pub(crate) fn transport_outcome_from_wit(
+    o: types::TransportOutcome,
+) -> Result<TransportOutcome, String> {
+    let lower = |headers: Vec<(String, String)>| {
+        headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect::<Vec<_>>()
+    };
+    Ok(match o {
+        types::TransportOutcome::Pass => TransportOutcome::Pass,
+        types::TransportOutcome::Rewrite(r) => TransportOutcome::Rewrite {
+            headers: lower(r.headers),
+            body: r.body,
+        },
+        types::TransportOutcome::Respond(r) => {
+            if !(100..=599).contains(&r.status) {
+                return Err(format!(
+                    "answered with HTTP status {}, outside 100..=599",
+                    r.status
+                ));
+            }
+            TransportOutcome::Respond(hooks::HttpResponse {
+                status: r.status,
+                headers: lower(r.headers),
+                body: r.body,
+            })
+        }
+    })
+}

@@ -1,0 +1,207 @@
+//! The wasm component runtime: one engine, compiled plugins, pooled warm instances and every
+//! hook call under fuel, deadline and memory limits. It knows nothing of HTTP.
+//!
+//! Model: each plugin is compiled once (off the async runtime) and pre-instantiated
+//! (`InstancePre`). Instances are created on demand from the pooling allocator, run `init`
+//! once, and are then reused: one instance serves one request at a time, and every hook of a
+//! request runs on the same instance. An instance that trapped or hit a limit is discarded.
+
+mod bindings;
+mod failure;
+mod host;
+mod limits;
+mod output;
+mod plugin;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use failure::{FailureKind, HookFailure};
+pub use limits::Limits;
+pub use plugin::{LoadedPlugin, PluginInstance, PluginStats, StatsSnapshot};
+
+use crate::kv::KvStore;
+use host::HostState;
+
+/// How often the epoch ticker advances; the granularity of wall-clock deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Process-wide runtime settings (per-plugin limits are in [`Limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeOptions {
+    /// Most plugin instances alive at once across all plugins (the pooling allocator's size).
+    pub max_instances: u32,
+    /// Largest memory cap a plugin may be given, in bytes (a pool slot's size).
+    pub max_memory_bytes: u64,
+    /// Wasm stack limit of every call, in bytes (engine-wide: wasmtime sets it per engine).
+    pub max_wasm_stack_bytes: usize,
+    /// Idle warm instances kept per plugin; extra ones are retired.
+    pub max_idle_per_plugin: usize,
+    /// Bytes the key-value store may hold across all plugins.
+    pub kv_max_bytes: usize,
+    /// Largest single key-value entry, in bytes.
+    pub kv_max_value_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_memory_bytes: 512 << 20,
+            max_wasm_stack_bytes: 512 << 10,
+            max_idle_per_plugin: 64,
+            kv_max_bytes: 64 << 20,
+            kv_max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The shared engine, linker and host services all plugins run on.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    kv: Arc<KvStore>,
+    options: RuntimeOptions,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Creates the engine (pooling allocator, fuel, epoch interruption), links the host
+    /// imports and a locked-down WASI, and starts the process's epoch ticker.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = options.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(8))
+            .total_stacks(instances)
+            .max_memories_per_module(2)
+            .max_tables_per_module(4)
+            .max_memory_size(
+                usize::try_from(options.max_memory_bytes)
+                    .context("runtime.max_memory_bytes does not fit this platform")?,
+            );
+
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(options.max_wasm_stack_bytes)
+            // Native headroom well above the wasm stack cap, so a guest overflow is a trap
+            // and never overflows the host stack.
+            .async_stack_size(options.max_wasm_stack_bytes + (2 << 20))
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow!("creating the wasm engine failed: {e}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow!("linking WASI failed: {e}"))?;
+        bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow!("linking the plugin imports failed: {e}"))?;
+
+        spawn_epoch_ticker(&engine);
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            kv: Arc::new(KvStore::new(
+                options.kv_max_bytes,
+                options.kv_max_value_bytes,
+            )),
+            options,
+        }))
+    }
+
+    /// The runtime settings.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// The key-value store shared by all plugins.
+    pub fn kv(&self) -> &Arc<KvStore> {
+        &self.kv
+    }
+
+    /// Compiles component bytes to machine code. CPU-heavy and blocking: call it off the async
+    /// runtime (e.g. in `spawn_blocking`). Fails with a precise message for anything that is
+    /// not a valid component (a core module, a truncated or non-wasm file).
+    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+        if bytes.is_empty() {
+            anyhow::bail!("the file is empty; expected a WebAssembly component");
+        }
+        if !bytes.starts_with(b"\0asm") {
+            anyhow::bail!(
+                "not a WebAssembly file (it does not start with the `\\0asm` magic bytes)"
+            );
+        }
+        // Layer 1 is a component, layer 0 a core module (bytes 6..8 of the header).
+        if bytes.len() >= 8 && bytes[6..8] == [0, 0] {
+            anyhow::bail!(
+                "this is a core WebAssembly module, not a component; build it for \
+                 `wasm32-wasip2` or wrap it with `wasm-tools component new`"
+            );
+        }
+        Component::new(&self.engine, bytes)
+            .map_err(|e| anyhow!("invalid WebAssembly component: {e:#}"))
+    }
+
+    /// Links a compiled component against the plugin world, creates its first instance, reads
+    /// its name and hook set, and runs `init` with `config`. Errors say which step failed.
+    pub async fn load(
+        self: &Arc<Self>,
+        name: &str,
+        component: &Component,
+        config: String,
+        limits: Limits,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
+        if limits.memory_bytes > self.options.max_memory_bytes {
+            anyhow::bail!(
+                "limits.memory_bytes = {} exceeds the runtime's max_memory_bytes = {}",
+                limits.memory_bytes,
+                self.options.max_memory_bytes
+            );
+        }
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            anyhow!(
+                "the component does not fit the gateway: {e:#}. Plugins may import only the \
+                 wasmgate:plugin@0.1.0 interfaces and WASI 0.2"
+            )
+        })?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+            anyhow!("the component does not export the wasmgate:plugin@0.1.0 `plugin` world: {e:#}")
+        })?;
+        LoadedPlugin::load(self.clone(), name, pre, config, limits).await
+    }
+}
+
+/// Advances the engine's epoch every tick for as long as the engine lives. One thread for the
+/// whole process's plugins, holding only a weak handle.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = thread::Builder::new()
+        .name("wasm-epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::error!("could not start the epoch ticker; plugin deadlines will not fire: {err}");
+    }
+}

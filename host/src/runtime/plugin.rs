@@ -1,0 +1,535 @@
+//! A loaded plugin (compiled, pre-instantiated, with its pool of warm instances and live
+//! counters) and a checked-out instance whose hook calls run under the plugin's limits.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::Runtime;
+use super::bindings::{self, Plugin, PluginPre};
+use super::failure::{FailureKind, HookFailure};
+use super::host::HostState;
+use super::limits::Limits;
+use crate::chat::ChatRequest;
+use crate::context::RequestContext;
+use crate::hooks::{Hook, HookSet, HttpRequest, Outcome, PreOutcome, TransportOutcome};
+
+/// Live counters of one loaded plugin, updated lock-free on every call.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    calls: AtomicU64,
+    guest_errors: AtomicU64,
+    traps: AtomicU64,
+    limit_hits: AtomicU64,
+    invalid_outputs: AtomicU64,
+    busy_nanos: AtomicU64,
+    fuel_used: AtomicU64,
+    instances_created: AtomicU64,
+}
+
+/// A point-in-time copy of [`PluginStats`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Hook calls made (init and cleanup included).
+    pub calls: u64,
+    /// Calls that returned `err`.
+    pub guest_errors: u64,
+    /// Calls that trapped.
+    pub traps: u64,
+    /// Calls stopped by fuel, deadline, memory or stack limits.
+    pub limit_hits: u64,
+    /// Calls that returned unusable values.
+    pub invalid_outputs: u64,
+    /// Mean wall-clock time of a call, in microseconds.
+    pub mean_call_us: f64,
+    /// Fuel burned by all calls.
+    pub fuel_used: u64,
+    /// Instances created (each ran `init` once).
+    pub instances_created: u64,
+}
+
+impl PluginStats {
+    fn record(&self, elapsed: Duration, fuel: u64, failure: Option<FailureKind>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.busy_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.fuel_used.fetch_add(fuel, Ordering::Relaxed);
+        let counter = match failure {
+            None | Some(FailureKind::Instantiate) => return,
+            Some(FailureKind::GuestError) => &self.guest_errors,
+            Some(FailureKind::InvalidOutput) => &self.invalid_outputs,
+            Some(FailureKind::Trap) => &self.traps,
+            Some(
+                FailureKind::OutOfFuel
+                | FailureKind::Deadline
+                | FailureKind::MemoryLimit
+                | FailureKind::StackOverflow,
+            ) => &self.limit_hits,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let calls = self.calls.load(Ordering::Relaxed);
+        let busy = self.busy_nanos.load(Ordering::Relaxed);
+        StatsSnapshot {
+            calls,
+            guest_errors: self.guest_errors.load(Ordering::Relaxed),
+            traps: self.traps.load(Ordering::Relaxed),
+            limit_hits: self.limit_hits.load(Ordering::Relaxed),
+            invalid_outputs: self.invalid_outputs.load(Ordering::Relaxed),
+            mean_call_us: if calls == 0 {
+                0.0
+            } else {
+                busy as f64 / calls as f64 / 1000.0
+            },
+            fuel_used: self.fuel_used.load(Ordering::Relaxed),
+            instances_created: self.instances_created.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A plugin that compiled, linked and initialised: the unit the pipeline runs.
+pub struct LoadedPlugin {
+    name: Arc<str>,
+    reported_name: String,
+    hooks: HookSet,
+    limits: Limits,
+    config: String,
+    runtime: Arc<Runtime>,
+    pre: PluginPre<HostState>,
+    idle: Mutex<Vec<PluginInstance>>,
+    retired: AtomicBool,
+    stats: PluginStats,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("hooks", &self.hooks)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    pub(super) async fn load(
+        runtime: Arc<Runtime>,
+        name: &str,
+        pre: PluginPre<HostState>,
+        config: String,
+        limits: Limits,
+    ) -> anyhow::Result<Arc<Self>> {
+        let name: Arc<str> = Arc::from(name);
+        let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits)
+            .await
+            .map_err(|f| anyhow::anyhow!("{}", f.detail))?;
+        let reported_name = first
+            .call(None, Hook::Init, async |p, s| {
+                p.call_get_name(s).await.map(Ok)
+            })
+            .await
+            .map_err(|f| anyhow::anyhow!("get-name failed: {}", f.detail))?;
+        let hooks: HookSet = first
+            .call(None, Hook::Init, async |p, s| p.call_hooks(s).await.map(Ok))
+            .await
+            .map_err(|f| anyhow::anyhow!("hooks failed: {}", f.detail))?
+            .into();
+        first
+            .init(&config)
+            .await
+            .map_err(|f| anyhow::anyhow!("init rejected the config: {}", f.detail))?;
+        let plugin = Arc::new(Self {
+            name,
+            reported_name,
+            hooks,
+            limits,
+            config,
+            runtime,
+            pre,
+            idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
+            stats: PluginStats::default(),
+        });
+        plugin
+            .stats
+            .instances_created
+            .fetch_add(1, Ordering::Relaxed);
+        plugin
+            .stats
+            .record(first.last_elapsed, first.last_fuel, None);
+        plugin.checkin(first);
+        Ok(plugin)
+    }
+
+    /// The plugin's name (its identity in config, logs and the admin API).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name the plugin reports through `get-name`.
+    pub fn reported_name(&self) -> &str {
+        &self.reported_name
+    }
+
+    /// The hooks the plugin implements.
+    pub fn hooks(&self) -> HookSet {
+        self.hooks
+    }
+
+    /// The limits its calls run under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Warm instances waiting in the pool.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Takes a warm instance, or creates and initialises a new one.
+    pub async fn checkout(&self) -> Result<PluginInstance, HookFailure> {
+        let warm = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        if let Some(instance) = warm {
+            return Ok(instance);
+        }
+        let started = Instant::now();
+        let mut instance =
+            PluginInstance::instantiate(&self.runtime, &self.name, &self.pre, self.limits)
+                .await
+                .inspect_err(|f| self.stats.record(started.elapsed(), 0, Some(f.kind)))?;
+        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        let result = instance.init(&self.config).await;
+        self.stats.record(
+            instance.last_elapsed,
+            instance.last_fuel,
+            result.as_ref().err().map(|f| f.kind),
+        );
+        result.map(|()| instance)
+    }
+
+    /// Returns an instance after a request. A poisoned instance is dropped; one returned to a
+    /// retired plugin, or beyond the idle cap, is cleaned up and dropped.
+    pub fn checkin(self: &Arc<Self>, instance: PluginInstance) {
+        if instance.poisoned {
+            return;
+        }
+        if !self.retired.load(Ordering::Acquire)
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.runtime.options().max_idle_per_plugin
+        {
+            idle.push(instance);
+            return;
+        }
+        let plugin = self.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { plugin.cleanup_instance(instance).await });
+        }
+    }
+
+    /// Retires the plugin: no instance goes back to the pool any more, and `cleanup` runs on
+    /// every idle instance now and on every checked-out one when its request returns it.
+    pub async fn retire(self: &Arc<Self>) {
+        self.retired.store(true, Ordering::Release);
+        let idle = self
+            .idle
+            .lock()
+            .map(|mut idle| std::mem::take(&mut *idle))
+            .unwrap_or_default();
+        for instance in idle {
+            self.cleanup_instance(instance).await;
+        }
+    }
+
+    async fn cleanup_instance(&self, mut instance: PluginInstance) {
+        if !self.hooks.cleanup {
+            return;
+        }
+        let result = instance
+            .call(None, Hook::Cleanup, async |p, s| p.call_cleanup(s).await)
+            .await;
+        self.stats.record(
+            instance.last_elapsed,
+            instance.last_fuel,
+            result.as_ref().err().map(|f| f.kind),
+        );
+        if let Err(failure) = result {
+            tracing::warn!(plugin = &*self.name, "{failure}");
+        }
+    }
+
+    /// Runs the transport interceptor on `instance`.
+    pub async fn transport_interceptor(
+        &self,
+        instance: &mut PluginInstance,
+        ctx: &Arc<RequestContext>,
+        req: &HttpRequest,
+    ) -> Result<TransportOutcome, HookFailure> {
+        let wit = bindings::http_request_to_wit(req);
+        let result = instance
+            .call(Some(ctx), Hook::TransportInterceptor, async |p, s| {
+                p.call_transport_interceptor(s, &wit).await
+            })
+            .await
+            .and_then(|o| {
+                bindings::transport_outcome_from_wit(o)
+                    .map_err(|why| instance.invalid(Hook::TransportInterceptor, why))
+            });
+        self.observe(instance, &result);
+        result
+    }
+
+    /// Runs the pre-hook on `instance`.
+    pub async fn pre_hook(
+        &self,
+        instance: &mut PluginInstance,
+        ctx: &Arc<RequestContext>,
+        req: &ChatRequest,
+    ) -> Result<PreOutcome, HookFailure> {
+        let wit = bindings::request_to_wit(req);
+        let result = instance
+            .call(Some(ctx), Hook::PreHook, async |p, s| {
+                p.call_pre_hook(s, &wit).await
+            })
+            .await
+            .and_then(|o| {
+                bindings::pre_outcome_from_wit(o)
+                    .map_err(|why| instance.invalid(Hook::PreHook, why))
+            });
+        self.observe(instance, &result);
+        result
+    }
+
+    /// Runs the post-hook on `instance`.
+    pub async fn post_hook(
+        &self,
+        instance: &mut PluginInstance,
+        ctx: &Arc<RequestContext>,
+        outcome: &Outcome,
+    ) -> Result<Outcome, HookFailure> {
+        let wit = bindings::outcome_to_wit(outcome);
+        let result = instance
+            .call(Some(ctx), Hook::PostHook, async |p, s| {
+                p.call_post_hook(s, &wit).await
+            })
+            .await
+            .and_then(|o| {
+                bindings::outcome_from_wit(o).map_err(|why| instance.invalid(Hook::PostHook, why))
+            });
+        self.observe(instance, &result);
+        result
+    }
+
+    fn observe<T>(&self, instance: &PluginInstance, result: &Result<T, HookFailure>) {
+        self.stats.record(
+            instance.last_elapsed,
+            instance.last_fuel,
+            result.as_ref().err().map(|f| f.kind),
+        );
+    }
+}
+
+/// One live instance of a plugin, checked out for one request at a time.
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: Plugin,
+    limits: Limits,
+    poisoned: bool,
+    last_elapsed: Duration,
+    last_fuel: u64,
+}
+
+impl PluginInstance {
+    async fn instantiate(
+        runtime: &Runtime,
+        name: &Arc<str>,
+        pre: &PluginPre<HostState>,
+        limits: Limits,
+    ) -> Result<Self, HookFailure> {
+        let state = HostState::new(name.clone(), runtime.kv().clone(), limits.memory_bytes);
+        let mut store = Store::new(pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                state.deadline_hit = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        prepare(&mut store, limits, None);
+        let bindings = pre.instantiate_async(&mut store).await.map_err(|e| {
+            let kind = classify(&store, &e);
+            HookFailure {
+                plugin: name.to_string(),
+                hook: Hook::Init,
+                kind: if kind == FailureKind::Trap {
+                    FailureKind::Instantiate
+                } else {
+                    kind
+                },
+                detail: format!(
+                    "could not create an instance: {}",
+                    describe(kind, &e, limits, &store)
+                ),
+            }
+        })?;
+        Ok(Self {
+            store,
+            bindings,
+            limits,
+            poisoned: false,
+            last_elapsed: Duration::ZERO,
+            last_fuel: 0,
+        })
+    }
+
+    /// Whether a trap or limit broke this instance (it is then never reused).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    async fn init(&mut self, config: &str) -> Result<(), HookFailure> {
+        self.call(None, Hook::Init, async |p, s| p.call_init(s, config).await)
+            .await
+    }
+
+    fn invalid(&self, hook: Hook, why: String) -> HookFailure {
+        HookFailure {
+            plugin: self.store.data().plugin.to_string(),
+            hook,
+            kind: FailureKind::InvalidOutput,
+            detail: format!("the hook {why}"),
+        }
+    }
+
+    /// Runs one export under the instance's limits with `ctx` as the current request, and
+    /// turns traps, exceeded limits and guest errors into a classified [`HookFailure`].
+    async fn call<T>(
+        &mut self,
+        ctx: Option<&Arc<RequestContext>>,
+        hook: Hook,
+        f: impl AsyncFnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, HookFailure> {
+        let started = Instant::now();
+        prepare(&mut self.store, self.limits, ctx.cloned());
+        let result = f(&self.bindings, &mut self.store).await;
+        self.last_elapsed = started.elapsed();
+        self.last_fuel = self
+            .limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
+        self.store.data_mut().request = None;
+        let plugin = self.store.data().plugin.to_string();
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(HookFailure {
+                plugin,
+                hook,
+                kind: FailureKind::GuestError,
+                detail: format!("the plugin returned an error: {message}"),
+            }),
+            Err(err) => {
+                self.poisoned = true;
+                let kind = classify(&self.store, &err);
+                Err(HookFailure {
+                    plugin,
+                    hook,
+                    kind,
+                    detail: describe(kind, &err, self.limits, &self.store),
+                })
+            }
+        }
+    }
+}
+
+/// Arms a store for one call: fresh fuel, a fresh deadline, cleared limit flags.
+fn prepare(store: &mut Store<HostState>, limits: Limits, ctx: Option<Arc<RequestContext>>) {
+    let state = store.data_mut();
+    state.request = ctx;
+    state.deadline = Instant::now() + limits.timeout();
+    state.deadline_hit = false;
+    state.limiter.hit = false;
+    state.stdout.reset();
+    state.stderr.reset();
+    // Fuel is enabled on the engine, so this cannot fail.
+    let _ = store.set_fuel(limits.fuel);
+    store.set_epoch_deadline(1);
+}
+
+fn classify(store: &Store<HostState>, err: &wasmtime::Error) -> FailureKind {
+    let state = store.data();
+    if state.deadline_hit {
+        return FailureKind::Deadline;
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => FailureKind::OutOfFuel,
+        Some(Trap::StackOverflow) => FailureKind::StackOverflow,
+        _ if state.limiter.hit => FailureKind::MemoryLimit,
+        _ => FailureKind::Trap,
+    }
+}
+
+fn describe(
+    kind: FailureKind,
+    err: &wasmtime::Error,
+    limits: Limits,
+    store: &Store<HostState>,
+) -> String {
+    let mut text = match kind {
+        FailureKind::OutOfFuel => format!(
+            "ran out of fuel (limit {} units per call); the call was stopped. Raise the \
+             plugin's `limits.fuel` or make the hook do less work",
+            limits.fuel
+        ),
+        FailureKind::Deadline => format!(
+            "exceeded its {} ms deadline; the call was stopped. Raise the plugin's \
+             `limits.timeout_ms` or make the hook faster",
+            limits.timeout_ms
+        ),
+        FailureKind::MemoryLimit => format!(
+            "tried to grow its memory past the {} MiB cap and trapped. Raise the plugin's \
+             `limits.memory_mb` or use less memory",
+            limits.memory_bytes >> 20
+        ),
+        FailureKind::StackOverflow => {
+            "overflowed the wasm stack (deep or unbounded recursion) and was stopped".to_string()
+        }
+        _ => match err.downcast_ref::<Trap>() {
+            Some(Trap::MemoryOutOfBounds) => format!(
+                "trapped: {}. In a Rust guest this usually means its shadow stack in linear \
+                 memory overflowed (deep or unbounded recursion)",
+                Trap::MemoryOutOfBounds
+            ),
+            Some(Trap::UnreachableCodeReached) => format!(
+                "trapped: {} (a panic or abort in the plugin)",
+                Trap::UnreachableCodeReached
+            ),
+            Some(trap) => format!("trapped: {trap}"),
+            None => format!(
+                "failed: {}",
+                err.chain()
+                    .last()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+        },
+    };
+    if let Some(output) = store.data().stderr.tail() {
+        text.push_str("; its stderr said: ");
+        text.push_str(&output);
+    }
+    text
+}

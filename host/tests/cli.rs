@@ -1,0 +1,280 @@
+//! The `wasmgate` binary as users run it: flags, config files, env-named API keys, graceful
+//! shutdown on SIGTERM with plugin cleanup, and clear errors for bad configs.
+#![expect(clippy::expect_used, reason = "tests and their helpers fail loudly")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wasmgate");
+
+/// A running gateway process whose log lines are collected.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    addr: String,
+}
+
+impl Running {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("RUST_LOG", "info")
+            .env_remove("WASMGATE_CONFIG")
+            .env_remove("WASMGATE_PLUGINS_DIR")
+            .env_remove("WASMGATE_LISTEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmgate");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut running = Self {
+            child,
+            lines,
+            log: Vec::new(),
+            addr: String::new(),
+        };
+        let line = running.wait_for("wasmgate is serving");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("address in the serving line");
+        running.addr = addr.to_string();
+        running
+    }
+
+    /// Blocks until a log line containing `needle` arrives (the process's own event).
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line containing {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.log.push(line);
+        }
+        (exit, self.log)
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+#[test]
+fn help_documents_every_flag_and_its_env_variable() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--config",
+        "--plugins-dir",
+        "--listen",
+        "WASMGATE_CONFIG",
+        "WASMGATE_PLUGINS_DIR",
+        "WASMGATE_LISTEN",
+    ] {
+        assert!(help.contains(needle), "--help mentions {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_config_file_stops_startup_with_the_field_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        r#"{"plugins": [{"name": "a", "limits": {"fule": 1}}]}"#,
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("plugins[0].limits") && stderr.contains("fule"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serves_from_a_config_file_and_drains_then_cleans_up_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("mkdir");
+    std::fs::copy(wasmgate_artifacts::HELLO_WORLD, plugins.join("hello.wasm")).expect("copy");
+    std::fs::copy(wasmgate_artifacts::AUTH, plugins.join("auth.wasm")).expect("copy");
+    let config = json!({
+        "plugins_dir": "plugins",
+        "plugins": [{"name": "auth", "config": {"keys": ["sk-cli"]}}],
+    });
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    let gw = Running::start(
+        &[
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let client = client();
+    let body = json!({"model": "mock/echo", "messages": [{"role": "user", "content": "cli"}]});
+    let resp = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-cli")
+        .json(&body)
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let json: Value = resp.json().expect("json");
+    assert_eq!(json["choices"][0]["message"]["content"], "echo: cli");
+
+    let (exit, log) = gw.terminate();
+    assert!(
+        exit.success(),
+        "clean exit on SIGTERM: {exit:?}\n{}",
+        log.join("\n")
+    );
+    let log = log.join("\n");
+    assert!(log.contains("requests drained"), "{log}");
+    assert!(
+        log.contains("plugin=\"hello\"") || log.contains("plugin=hello"),
+        "hello-world logged through the host, tagged with its name:\n{log}"
+    );
+    assert!(
+        log.to_lowercase().contains("cleanup"),
+        "cleanup ran on shutdown:\n{log}"
+    );
+}
+
+#[test]
+fn the_openai_provider_sends_the_key_named_in_config_and_never_logs_it() {
+    use std::io::{Read, Write};
+    // A one-shot fake upstream speaking OpenAI's wire format over a real socket.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let upstream_addr = upstream.local_addr().expect("addr");
+    let seen = std::thread::spawn(move || {
+        let (mut conn, _) = upstream.accept().expect("accept");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).expect("read");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let len = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= head_end + 4 + len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let body = json!({"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-x",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "real wire"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}).to_string();
+        write!(conn, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).expect("write");
+        String::from_utf8_lossy(&buf).to_string()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = json!({"providers": {"up": {"type": "openai", "base_url": format!("http://{upstream_addr}/v1"), "api_key_env": "WASMGATE_TEST_UP_KEY"}}});
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    let gw = Running::start(
+        &[
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("WASMGATE_TEST_UP_KEY", "sk-secret-123")],
+    );
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "up/gpt-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let json: Value = resp.json().expect("json");
+    assert_eq!(json["choices"][0]["message"]["content"], "real wire");
+    let request = seen.join().expect("upstream thread");
+    assert!(
+        request.starts_with("POST /v1/chat/completions"),
+        "{request}"
+    );
+    assert!(
+        request
+            .to_lowercase()
+            .contains("authorization: bearer sk-secret-123"),
+        "{request}"
+    );
+    assert!(request.contains("\"model\":\"gpt-x\""), "{request}");
+    let (_, log) = gw.terminate();
+    assert!(
+        !log.join("\n").contains("sk-secret-123"),
+        "the key is never logged"
+    );
+}

@@ -1,0 +1,130 @@
+//! Glue between the world's exports and a [`Plugin`] (used by the `#[plugin]` expansion only).
+//!
+//! The attribute generates, in the plugin's crate, a thread-local [`Slot`] and an implementation
+//! of the bindings' `Guest` trait whose functions forward to the functions here. Keeping the logic
+//! here keeps the generated code to a few lines and lets it be read and tested like normal code.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+pub use crate::bindings::Guest;
+use crate::{ChatRequest, Ctx, Hooks, HttpRequest, Plugin, PostOutcome, PreOutcome, Result};
+use crate::{TransportOutcome, bindings};
+
+/// Where an instance's plugin value lives between calls: set by `init`, dropped after `cleanup`.
+pub type Slot<T> = LocalKey<RefCell<Option<T>>>;
+
+/// `hooks` export: the flags for the hooks that are present, in WIT order.
+pub fn hooks(transport: bool, pre: bool, post: bool, cleanup: bool) -> Hooks {
+    let mut hooks = Hooks::empty();
+    hooks.set(Hooks::TRANSPORT_INTERCEPTOR, transport);
+    hooks.set(Hooks::PRE_HOOK, pre);
+    hooks.set(Hooks::POST_HOOK, post);
+    hooks.set(Hooks::CLEANUP, cleanup);
+    hooks
+}
+
+/// `init` export: builds the plugin from its config and stores it, replacing any previous one.
+pub fn init<T: Plugin>(slot: &'static Slot<T>, config: String) -> Result<()> {
+    slot.with(|cell| cell.replace(None));
+    let plugin = T::init(&config)?;
+    slot.with(|cell| cell.replace(Some(plugin)));
+    Ok(())
+}
+
+/// `transport-interceptor` export.
+pub fn transport_interceptor<T: Plugin>(
+    slot: &'static Slot<T>,
+    req: HttpRequest,
+) -> Result<TransportOutcome> {
+    with_plugin(slot, "transport-interceptor", |p, ctx| {
+        p.transport_interceptor(ctx, req)
+    })
+}
+
+/// `pre-hook` export.
+pub fn pre_hook<T: Plugin>(slot: &'static Slot<T>, req: ChatRequest) -> Result<PreOutcome> {
+    with_plugin(slot, "pre-hook", |p, ctx| p.pre_hook(ctx, req))
+}
+
+/// `post-hook` export.
+pub fn post_hook<T: Plugin>(slot: &'static Slot<T>, outcome: PostOutcome) -> Result<PostOutcome> {
+    with_plugin(slot, "post-hook", |p, ctx| p.post_hook(ctx, outcome))
+}
+
+/// `cleanup` export: runs the plugin's cleanup, then drops the plugin.
+pub fn cleanup<T: Plugin>(slot: &'static Slot<T>) -> Result<()> {
+    let result = with_plugin(slot, "cleanup", |p, _| p.cleanup());
+    slot.with(|cell| cell.replace(None));
+    result
+}
+
+/// Runs `hook` on the stored plugin, or fails if there is none.
+fn with_plugin<T: Plugin, R>(
+    slot: &'static Slot<T>,
+    hook: &str,
+    f: impl FnOnce(&mut T, &Ctx) -> Result<R>,
+) -> Result<R> {
+    slot.with(|cell| {
+        let mut guard = cell
+            .try_borrow_mut()
+            .map_err(|_| format!("plugin {}: {hook} re-entered", T::name()))?;
+        match guard.as_mut() {
+            Some(plugin) => f(plugin, &Ctx::new()),
+            None => Err(format!(
+                "plugin {} not initialised: {hook} called before a successful init",
+                T::name()
+            )),
+        }
+    })
+}
+
+/// Re-exported so the generated code names the `export!` macro through this crate.
+pub use bindings::export;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counter {
+        calls: u32,
+    }
+
+    impl Plugin for Counter {
+        fn init(config: &str) -> Result<Self> {
+            match config {
+                "bad" => Err("bad config".into()),
+                _ => Ok(Counter { calls: 0 }),
+            }
+        }
+        fn cleanup(&mut self) -> Result<()> {
+            self.calls += 1;
+            Ok(())
+        }
+    }
+
+    thread_local! {
+        static SLOT: RefCell<Option<Counter>> = const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn hooks_flags_follow_presence() {
+        assert_eq!(hooks(false, false, false, false), Hooks::empty());
+        assert_eq!(
+            hooks(false, true, true, false),
+            Hooks::PRE_HOOK | Hooks::POST_HOOK
+        );
+        assert_eq!(hooks(true, true, true, true), Hooks::all());
+    }
+
+    #[test]
+    fn lifecycle() {
+        let before = cleanup(&SLOT).unwrap_err();
+        assert!(before.contains("not initialised"), "{before}");
+        assert_eq!(init(&SLOT, "bad".into()), Err("bad config".into()));
+        init(&SLOT, "{}".into()).unwrap();
+        // No host calls: cleanup does not touch the context.
+        cleanup(&SLOT).unwrap();
+        assert!(SLOT.with(|s| s.borrow().is_none()));
+    }
+}

@@ -1,0 +1,103 @@
+//! The [`Plugin`] trait: the one thing a plugin author implements.
+
+use crate::{ChatRequest, Ctx, HttpRequest, PostOutcome, PreOutcome, Result, TransportOutcome};
+
+/// A gateway plugin: its constructor and the hooks it takes part in.
+///
+/// Implement [`init`](Plugin::init) and the hooks you need, and register the impl with the
+/// [`plugin`](crate::plugin) attribute. Every hook has a default that leaves the request as it is;
+/// the attribute reports to the gateway only the hooks your impl defines, so the gateway never
+/// calls the others.
+///
+/// The gateway creates instances of a plugin as it needs them; each instance calls `init` once
+/// and then serves one request at a time, with every hook of a request running on the same
+/// instance. So `self` may carry state from a request's pre-hook to its post-hook, but state that
+/// must be shared between instances or outlive one belongs in [`kv`](crate::kv).
+///
+/// An `Err` from a hook is a plugin failure, handled by the failure policy the gateway configured
+/// for the plugin; a panic traps the instance, which the gateway then discards.
+pub trait Plugin: Sized + 'static {
+    /// A short human-readable name, shown in the gateway's logs and admin API.
+    ///
+    /// Default: the name of the crate that defines `Self` (e.g. `hello_world` for
+    /// `hello_world::HelloWorld`).
+    fn name() -> String {
+        crate_name_of::<Self>().to_owned()
+    }
+
+    /// Creates an instance from the plugin's JSON config (`{}` when none is configured).
+    ///
+    /// Validate the config here and reject an invalid one with a message naming the bad field;
+    /// [`parse_config`](crate::parse_config) does both for a `serde` type. The gateway refuses to
+    /// load a plugin whose `init` fails. There is no request yet: [`Ctx`] is not available.
+    fn init(config: &str) -> Result<Self>;
+
+    /// Sees the raw HTTP request before its body is parsed (HTTP transport only), in plugin order.
+    ///
+    /// Return [`TransportOutcome::Pass`] to go on unchanged (cheapest),
+    /// [`TransportOutcome::Rewrite`] to go on with new headers and body, or
+    /// [`TransportOutcome::Respond`] to answer the client directly.
+    ///
+    /// Default: `Pass`.
+    fn transport_interceptor(&mut self, ctx: &Ctx, req: HttpRequest) -> Result<TransportOutcome> {
+        let _ = (ctx, req);
+        Ok(TransportOutcome::Pass)
+    }
+
+    /// Runs before the provider is called, in plugin order.
+    ///
+    /// Return [`PreOutcome::Continue`] with the (possibly edited) request,
+    /// [`PreOutcome::Respond`] to answer without calling the provider, or [`PreOutcome::Fail`] to
+    /// fail the request. In the last two cases the post-hooks of the plugins whose pre-hook ran,
+    /// this one included, still see the outcome.
+    ///
+    /// Default: `Continue(req)`.
+    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+        let _ = ctx;
+        Ok(PreOutcome::Continue(req))
+    }
+
+    /// Runs after the provider (or a short-circuit), in exact reverse order of the pre-hooks, and
+    /// only for plugins whose pre-hook ran.
+    ///
+    /// Return the outcome, possibly edited: a response may be changed or turned into an error, an
+    /// error may be changed or recovered into a response.
+    ///
+    /// Default: the outcome unchanged.
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+        let _ = ctx;
+        Ok(outcome)
+    }
+
+    /// Called once when the instance is retired (plugin unloaded or gateway shut down); the
+    /// instance is dropped right after.
+    ///
+    /// Default: nothing to do, `Ok(())`.
+    fn cleanup(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The first path segment of `T`'s type name, which is the name of the crate defining it.
+fn crate_name_of<T>() -> &'static str {
+    let full = core::any::type_name::<T>();
+    full.split("::").next().unwrap_or(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Local;
+
+    impl Plugin for Local {
+        fn init(_config: &str) -> Result<Self> {
+            Ok(Local)
+        }
+    }
+
+    #[test]
+    fn default_name_is_the_crate_name() {
+        assert_eq!(Local::name(), "wasmgate_sdk");
+    }
+}

@@ -1,0 +1,47 @@
+//! `#[plugin]` reports every hook when the impl defines them all, and none when it defines none
+//! (see `hooks_none.rs`).
+#![allow(
+    unsafe_code,
+    reason = "calls the generated `extern \"C\"` export directly"
+)]
+
+use wasmgate_sdk::{
+    ChatRequest, Ctx, Hooks, HttpRequest, Plugin, PostOutcome, PreOutcome, Result, TransportOutcome,
+};
+
+struct All;
+
+#[wasmgate_sdk::plugin]
+impl wasmgate_sdk::Plugin for All {
+    fn name() -> String {
+        "all".into()
+    }
+    fn init(_config: &str) -> Result<Self> {
+        Ok(All)
+    }
+    fn transport_interceptor(&mut self, _: &Ctx, _: HttpRequest) -> Result<TransportOutcome> {
+        Ok(TransportOutcome::Pass)
+    }
+    fn pre_hook(&mut self, _: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+        Ok(PreOutcome::Continue(req))
+    }
+    fn post_hook(&mut self, _: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+        Ok(outcome)
+    }
+    fn cleanup(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "hooks"]
+    fn exported_hooks() -> i32;
+}
+
+#[test]
+fn reports_every_hook() {
+    // SAFETY: `hooks` takes no arguments and returns the flags as an i32.
+    let bits = unsafe { exported_hooks() };
+    assert_eq!(bits, i32::from(Hooks::all().bits()));
+    assert_eq!(All::name(), "all");
+}

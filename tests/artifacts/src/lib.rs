@@ -1,0 +1,21 @@
+//! Paths of the workspace's guest plugin components, built from source for tests.
+//!
+//! The build script of this crate builds every crate under `example-plugins/` and
+//! `tests/test-plugins/` for `wasm32-wasip2` with the `guest` profile, in one nested cargo
+//! invocation, into `<target dir>/guests/`, and rebuilds them whenever the WIT, the SDK or a guest
+//! changes. Depend on this crate (as a dev-dependency) and use the constants:
+//!
+//! ```no_run
+//! let bytes = std::fs::read(wasmgate_artifacts::AUTH).unwrap();
+//! for (name, path) in wasmgate_artifacts::EXAMPLE_PLUGINS {
+//!     println!("{name}: {path}");
+//! }
+//! # drop(bytes);
+//! ```
+//!
+//! Each guest has a constant named after its package in SCREAMING_SNAKE_CASE (`hello-world` ->
+//! [`HELLO_WORLD`]) holding the absolute path of its `.wasm` component; [`EXAMPLE_PLUGINS`] and
+//! [`TEST_PLUGINS`] list them as `(package name, path)` pairs.
+#![deny(missing_docs)]
+
+include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));

@@ -1,0 +1,198 @@
+//! The end-to-end harness: starts a real gateway on a loopback socket with real wasm plugins
+//! (built from source by `wasmgate-artifacts`) and talks to it over HTTP.
+#![expect(
+    clippy::expect_used,
+    reason = "test harness: a failed setup step must fail the test loudly"
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wasmgate::Gateway;
+use wasmgate::config::{Config, FailurePolicy, LimitsConfig, PluginConfig};
+use wasmgate::runtime::RuntimeOptions;
+
+pub use wasmgate_artifacts as artifacts;
+
+/// A gateway serving on 127.0.0.1 on a free port, stopped gracefully by [`TestGateway::stop`].
+pub struct TestGateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The gateway (for registry and kv inspection).
+    pub gateway: Gateway,
+    /// A client with no proxy and a generous timeout.
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Scratch directory (plugins dir, copies of components); removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+/// A config for tests: mock provider, an empty plugins dir inside `dir`, a small instance pool.
+pub fn base_config(dir: &Path) -> Config {
+    Config {
+        plugins_dir: dir.join("plugins"),
+        runtime: RuntimeOptions {
+            max_instances: 64,
+            max_memory_bytes: 128 << 20,
+            ..RuntimeOptions::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// A config entry for a plugin component at `path`.
+pub fn plugin(name: &str, path: &str, config: Value) -> PluginConfig {
+    PluginConfig {
+        path: Some(PathBuf::from(path)),
+        config,
+        ..PluginConfig::named(name)
+    }
+}
+
+/// A `scripted` test plugin named `name` with tag `name` plus the given settings.
+pub fn scripted(name: &str, mut settings: Value) -> PluginConfig {
+    if let Some(obj) = settings.as_object_mut() {
+        obj.entry("tag").or_insert_with(|| json!(name));
+    }
+    plugin(name, artifacts::SCRIPTED, settings)
+}
+
+/// `scripted` with fail-open policy.
+pub fn fail_open(mut p: PluginConfig) -> PluginConfig {
+    p.policy = FailurePolicy::FailOpen;
+    p
+}
+
+/// Overrides a plugin's limits.
+pub fn with_limits(mut p: PluginConfig, limits: LimitsConfig) -> PluginConfig {
+    p.limits = limits;
+    p
+}
+
+/// A minimal chat request body for `model`.
+pub fn chat_body(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+impl TestGateway {
+    /// Starts a gateway with `plugins` on top of [`base_config`].
+    pub async fn with_plugins(plugins: Vec<PluginConfig>) -> Self {
+        Self::start_with(|config| config.plugins = plugins).await
+    }
+
+    /// Starts a gateway on [`base_config`] edited by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = base_config(dir.path());
+        edit(&mut config);
+        Self::start(config, dir).await
+    }
+
+    /// Starts a gateway from a full config.
+    pub async fn start(config: Config, dir: tempfile::TempDir) -> Self {
+        let gateway = Gateway::build(&config).await.expect("gateway builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(gateway.clone().serve(listener, async {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("client");
+        Self {
+            addr,
+            gateway,
+            client,
+            shutdown: Some(tx),
+            server: Some(server),
+            dir,
+        }
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a chat completion body; returns status and JSON body.
+    pub async fn chat(&self, body: &Value) -> (u16, Value) {
+        self.chat_with_headers(body, &[]).await
+    }
+
+    /// POSTs a chat completion body with extra headers.
+    pub async fn chat_with_headers(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(self.url("/v1/chat/completions"))
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    /// GETs a JSON endpoint.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// The admin API's view of one plugin.
+    pub async fn plugin_status(&self, name: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/plugins/{name}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Shuts down gracefully (drain, then cleanup) and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server ends cleanly");
+        }
+    }
+}
+
+/// The trace the `scripted` plugins left in a response (`extra.trace`) or error (`code`).
+pub fn trace_of(body: &Value) -> String {
+    if let Some(trace) = body.get("trace").and_then(Value::as_str) {
+        return trace.to_string();
+    }
+    body.pointer("/error/code")
+        .and_then(Value::as_str)
+        .and_then(|c| c.strip_prefix("trace:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The assistant text of a chat completion body.
+pub fn content_of(body: &Value) -> &str {
+    body.pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}

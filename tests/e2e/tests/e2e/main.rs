@@ -1,0 +1,9 @@
+//! End-to-end tests: a real gateway on a loopback socket, real wasm components built from
+//! source, HTTP through reqwest. One test binary, so wasmtime is linked once.
+#![expect(clippy::expect_used, reason = "tests and their helpers fail loudly")]
+
+mod examples;
+mod http;
+mod limits;
+mod loading;
+mod pipeline;

@@ -1,0 +1,202 @@
+//! Bifrost's pipeline rules, each against real `scripted` wasm plugins A, B, C in that order.
+//! Every `scripted` hook appends `<tag>.<hook>` to the request context's `trace`, and the
+//! outermost post-hook reports the whole trace in the response (or the error's code).
+
+use serde_json::{Value, json};
+use wasmgate::providers::{MockConfig, ProviderConfig};
+use wasmgate_e2e::{TestGateway, chat_body, content_of, scripted, trace_of};
+
+const ALL_CONTINUE: &str =
+    "A.transport,B.transport,C.transport,A.pre,B.pre,C.pre,C.post,B.post,A.post";
+
+/// A gateway with a second mock provider `backup`, so fallbacks can change provider.
+async fn gateway(a: Value, b: Value, c: Value) -> TestGateway {
+    TestGateway::start_with(|config| {
+        config
+            .providers
+            .insert("backup".into(), ProviderConfig::Mock(MockConfig::default()));
+        config.plugins = vec![scripted("A", a), scripted("B", b), scripted("C", c)];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pre_hooks_run_in_order_and_post_hooks_in_reverse() {
+    let gw = gateway(json!({}), json!({}), json!({})).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(trace_of(&body), ALL_CONTINUE);
+    assert_eq!(content_of(&body), "echo: hi");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn respond_skips_the_provider_and_only_plugins_that_ran_see_it() {
+    let gw = gateway(json!({}), json!({"pre": "respond"}), json!({})).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content_of(&body), "responded by B");
+    assert_eq!(
+        trace_of(&body),
+        "A.transport,B.transport,C.transport,A.pre,B.pre,B.post,A.post"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn fail_skips_the_provider_and_reaches_the_client_without_fallbacks() {
+    let gw = gateway(json!({}), json!({"pre": "fail"}), json!({})).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["message"], "failed by B");
+    assert_eq!(
+        trace_of(&body),
+        "A.transport,B.transport,C.transport,A.pre,B.pre,B.post,A.post"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn fail_allowing_fallbacks_tries_the_next_target_with_pre_hooks_run_again() {
+    let gw = gateway(
+        json!({}),
+        json!({"pre": "fail", "pre_only_provider": "mock"}),
+        json!({}),
+    )
+    .await;
+    let mut req = chat_body("mock/echo", "hi");
+    req["fallbacks"] = json!(["backup/echo"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content_of(&body), "echo: hi");
+    assert_eq!(
+        trace_of(&body),
+        "A.transport,B.transport,C.transport,\
+         A.pre,B.pre,B.post,A.post,\
+         A.pre,B.pre,C.pre,C.post,B.post,A.post"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn fail_forbidding_fallbacks_goes_to_the_client_at_once() {
+    let gw = gateway(json!({}), json!({"pre": "fail-no-fallbacks"}), json!({})).await;
+    let mut req = chat_body("mock/echo", "hi");
+    req["fallbacks"] = json!(["backup/echo"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        trace_of(&body),
+        "A.transport,B.transport,C.transport,A.pre,B.pre,B.post,A.post",
+        "no second attempt"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn provider_errors_pass_through_post_hooks_then_fall_back() {
+    let gw = gateway(json!({}), json!({}), json!({})).await;
+    let (status, body) = gw.chat(&chat_body("mock/fail-503", "hi")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(trace_of(&body), ALL_CONTINUE, "post-hooks saw the error");
+
+    let mut req = chat_body("mock/fail-503", "hi");
+    req["fallbacks"] = json!(["backup/fail-429", "backup/echo"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 200, "{body}");
+    let rounds = trace_of(&body).matches("A.post").count();
+    assert_eq!(
+        rounds, 3,
+        "three attempts, each with its post-hooks: {body}"
+    );
+
+    let mut req = chat_body("mock/fail-400", "hi");
+    req["fallbacks"] = json!(["backup/echo"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 400, "a validation error forbids fallbacks: {body}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn post_hook_recovery_is_seen_by_later_post_hooks() {
+    let gw = gateway(json!({}), json!({}), json!({"post": "recover"})).await;
+    let mut req = chat_body("mock/fail-503", "hi");
+    req["fallbacks"] = json!(["backup/echo"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content_of(&body), "recovered by C");
+    assert_eq!(
+        trace_of(&body),
+        ALL_CONTINUE,
+        "recovered: no fallback attempt"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn post_hook_can_turn_a_response_into_an_error() {
+    let gw = gateway(json!({}), json!({"post": "to-error"}), json!({})).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["message"], "converted by B");
+    assert_eq!(trace_of(&body), ALL_CONTINUE, "A's post-hook saw the error");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider() {
+    let gw = gateway(json!({"pre": "set-model:rewritten"}), json!({}), json!({})).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "rewritten");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn transport_interceptors_rewrite_headers_or_answer_directly() {
+    let gw = gateway(
+        json!({"transport": "rewrite-header:x-added=yes"}),
+        json!({}),
+        json!({"transport": "respond:418"}),
+    )
+    .await;
+    let resp = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("mock/echo", "hi"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status().as_u16(), 418);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body, json!({"by": "C"}));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn fail_open_skips_a_failing_hook_and_its_post_hook() {
+    let gw = TestGateway::with_plugins(vec![
+        scripted("A", json!({})),
+        wasmgate_e2e::fail_open(scripted("B", json!({"pre": "error"}))),
+        scripted("C", json!({})),
+    ])
+    .await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        trace_of(&body),
+        "A.transport,B.transport,C.transport,A.pre,B.pre,C.pre,C.post,A.post",
+        "B failed in pre-hook, so B gets no post-hook"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn context_values_are_per_request() {
+    let gw = gateway(json!({}), json!({}), json!({})).await;
+    let (one, two) = (chat_body("mock/echo", "one"), chat_body("mock/echo", "two"));
+    let (a, b) = tokio::join!(gw.chat(&one), gw.chat(&two));
+    assert_eq!(trace_of(&a.1), ALL_CONTINUE);
+    assert_eq!(trace_of(&b.1), ALL_CONTINUE);
+    gw.stop().await;
+}

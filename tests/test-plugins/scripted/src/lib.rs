@@ -1,0 +1,540 @@
+//! `scripted`: a test plugin whose every hook does what its config says, for the host's
+//! pipeline-semantics tests (order, symmetry, short-circuits, fallbacks, failure policies, limits).
+//!
+//! Every hook first appends `<tag>.<hook>` (hook = `transport` | `pre` | `post`) to the context
+//! value `trace`, comma-separated (`A.pre,B.pre,B.post,A.post`), then performs its action. After its
+//! post action, the plugin writes the whole trace into the outcome: a response gets it as the body
+//! field `"trace"`, an error as its `code` `trace:<trace>`. So the outermost post-hook leaves the
+//! complete trace visible to the client.
+//!
+//! Config (unknown fields rejected):
+//!
+//! | field               | default      | values                                                    |
+//! |---------------------|--------------|-----------------------------------------------------------|
+//! | `tag`               | (required)   | any string, names this plugin in the trace                |
+//! | `transport`         | `"pass"`     | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>` |
+//! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>` |
+//! | `post`              | `"pass"`     | `pass`, `recover`, `to-error`, `error`, `trap`, `loop`    |
+//! | `pre_only_provider` | none         | the pre action applies only to requests for this provider |
+//! | `init`              | `"ok"`       | `ok`, `fail`, `trap`                                      |
+//!
+//! Actions: `respond` answers with text `responded by <tag>`; `fail` is a 503 `server_error`
+//! `failed by <tag>` that allows fallbacks; `fail-no-fallbacks` the same with status 403 and no
+//! fallbacks; `error` returns the plugin error `error from <tag>`; `trap` panics with
+//! `trap in <tag>`; `loop` spins forever; `grow` allocates 1 MiB chunks until memory runs out;
+//! `recurse` recurses until the wasm stack overflows; `recurse-shadow` until Rust's shadow stack in
+//! linear memory does (an out-of-bounds trap); `set-model:<m>` sets the request's model;
+//! `sleep-ms:<n>` busy-waits n ms; `recover` turns an error into a response with text
+//! `recovered by <tag>`; `to-error` turns a response into a 502 error `converted by <tag>`;
+//! `rewrite-header:<name>=<value>` sets a request header; `respond:<status>` answers the HTTP
+//! request with that status and the JSON body `{"by":"<tag>"}`.
+
+use core::hint::black_box;
+
+use serde::Deserialize;
+use wasmgate_sdk::{
+    ChatRequest, ChatResponse, Ctx, GatewayError, HttpRequest, HttpResponse, HttpRewrite, Plugin,
+    PostOutcome, PreOutcome, Result, TransportOutcome, now_ms,
+};
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names this plugin in the trace and in its messages.
+    pub tag: String,
+    /// What the transport interceptor does.
+    #[serde(default)]
+    pub transport: Transport,
+    /// What the pre-hook does.
+    #[serde(default)]
+    pub pre: Pre,
+    /// What the post-hook does.
+    #[serde(default)]
+    pub post: Post,
+    /// When set, the pre action applies only to requests for this provider.
+    #[serde(default)]
+    pub pre_only_provider: Option<String>,
+    /// What `init` does once the config is parsed.
+    #[serde(default)]
+    pub init: Init,
+}
+
+/// Transport interceptor actions.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Transport {
+    /// Go on unchanged.
+    #[default]
+    Pass,
+    /// Go on with this header set (name lower-cased).
+    RewriteHeader(String, String),
+    /// Answer the HTTP request with this status and `{"by":"<tag>"}`.
+    Respond(u16),
+}
+
+/// Pre-hook actions.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Pre {
+    /// Go on unchanged.
+    #[default]
+    Continue,
+    /// Answer with `responded by <tag>`.
+    Respond,
+    /// Fail with 503 `failed by <tag>`, fallbacks allowed.
+    Fail,
+    /// Fail with 403 `failed by <tag>`, no fallbacks.
+    FailNoFallbacks,
+    /// Return the plugin error `error from <tag>`.
+    Error,
+    /// Panic.
+    Trap,
+    /// Spin forever.
+    Loop,
+    /// Allocate until memory runs out.
+    Grow,
+    /// Recurse until the stack overflows.
+    Recurse,
+    RecurseShadow,
+    /// Set the request's model and go on.
+    SetModel(String),
+    /// Busy-wait this many milliseconds, then go on.
+    SleepMs(u64),
+}
+
+/// Post-hook actions.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Post {
+    /// Leave the outcome as it is.
+    #[default]
+    Pass,
+    /// Turn an error into the response `recovered by <tag>`.
+    Recover,
+    /// Turn a response into the 502 error `converted by <tag>`.
+    ToError,
+    /// Return the plugin error `error from <tag>`.
+    Error,
+    /// Panic.
+    Trap,
+    /// Spin forever.
+    Loop,
+}
+
+/// `init` actions.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Init {
+    /// Succeed.
+    #[default]
+    Ok,
+    /// Fail with `init failed by <tag>`.
+    Fail,
+    /// Panic.
+    Trap,
+}
+
+impl TryFrom<String> for Transport {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self> {
+        if s == "pass" {
+            return Ok(Transport::Pass);
+        }
+        if let Some(rest) = s.strip_prefix("rewrite-header:") {
+            return match rest.split_once('=') {
+                Some((name, value)) if !name.is_empty() => Ok(Transport::RewriteHeader(
+                    name.to_ascii_lowercase(),
+                    value.to_owned(),
+                )),
+                _ => Err(format!("expected rewrite-header:<name>=<value>, got {s:?}")),
+            };
+        }
+        if let Some(status) = s.strip_prefix("respond:") {
+            return match status.parse::<u16>() {
+                Ok(code @ 100..=599) => Ok(Transport::Respond(code)),
+                _ => Err(format!("expected respond:<status 100-599>, got {s:?}")),
+            };
+        }
+        Err(unknown(
+            &s,
+            "pass, rewrite-header:<name>=<value>, respond:<status>",
+        ))
+    }
+}
+
+impl TryFrom<String> for Pre {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self> {
+        Ok(match s.as_str() {
+            "continue" => Pre::Continue,
+            "respond" => Pre::Respond,
+            "fail" => Pre::Fail,
+            "fail-no-fallbacks" => Pre::FailNoFallbacks,
+            "error" => Pre::Error,
+            "trap" => Pre::Trap,
+            "loop" => Pre::Loop,
+            "grow" => Pre::Grow,
+            "recurse" => Pre::Recurse,
+            "recurse-shadow" => Pre::RecurseShadow,
+            _ => {
+                if let Some(model) = s.strip_prefix("set-model:") {
+                    Pre::SetModel(model.to_owned())
+                } else if let Some(ms) = s.strip_prefix("sleep-ms:") {
+                    let ms = ms
+                        .parse()
+                        .map_err(|_| format!("expected sleep-ms:<milliseconds>, got {s:?}"))?;
+                    Pre::SleepMs(ms)
+                } else {
+                    return Err(unknown(
+                        &s,
+                        "continue, respond, fail, fail-no-fallbacks, error, trap, loop, grow, \
+                         recurse, recurse-shadow, set-model:<model>, sleep-ms:<n>",
+                    ));
+                }
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for Post {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self> {
+        Ok(match s.as_str() {
+            "pass" => Post::Pass,
+            "recover" => Post::Recover,
+            "to-error" => Post::ToError,
+            "error" => Post::Error,
+            "trap" => Post::Trap,
+            "loop" => Post::Loop,
+            _ => return Err(unknown(&s, "pass, recover, to-error, error, trap, loop")),
+        })
+    }
+}
+
+impl TryFrom<String> for Init {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self> {
+        Ok(match s.as_str() {
+            "ok" => Init::Ok,
+            "fail" => Init::Fail,
+            "trap" => Init::Trap,
+            _ => return Err(unknown(&s, "ok, fail, trap")),
+        })
+    }
+}
+
+fn unknown(got: &str, expected: &str) -> String {
+    format!("unknown action {got:?}, expected one of: {expected}")
+}
+
+/// `trace` with `item` appended (comma-separated).
+pub fn append_trace(trace: Option<&str>, item: &str) -> String {
+    match trace {
+        Some(t) if !t.is_empty() => format!("{t},{item}"),
+        _ => item.to_owned(),
+    }
+}
+
+/// The scripted plugin. `last` remembers the provider and model of the request whose pre-hook
+/// ran, for `recover` (the post-hook does not see the request).
+#[derive(Debug)]
+pub struct Scripted {
+    config: Config,
+    last: Option<(String, String)>,
+}
+
+impl Scripted {
+    fn tag(&self) -> &str {
+        &self.config.tag
+    }
+
+    /// Appends `<tag>.<hook>` to the context's `trace` and returns the new trace.
+    fn trace(&self, ctx: &Ctx, hook: &str) -> String {
+        let trace = append_trace(
+            ctx.get("trace").as_deref(),
+            &format!("{}.{hook}", self.tag()),
+        );
+        ctx.set("trace", &trace);
+        trace
+    }
+}
+
+#[wasmgate_sdk::plugin]
+impl Plugin for Scripted {
+    fn name() -> String {
+        "scripted".into()
+    }
+
+    fn init(config: &str) -> Result<Self> {
+        let config: Config = wasmgate_sdk::parse_config(config)?;
+        match config.init {
+            Init::Ok => {
+                // Counted so tests can check that init and cleanup run once per instance.
+                wasmgate_sdk::kv::incr("inits", 1, None);
+                Ok(Scripted { config, last: None })
+            }
+            Init::Fail => Err(format!("init failed by {}", config.tag)),
+            Init::Trap => panic!("trap in {}", config.tag),
+        }
+    }
+
+    fn transport_interceptor(&mut self, ctx: &Ctx, req: HttpRequest) -> Result<TransportOutcome> {
+        self.trace(ctx, "transport");
+        match &self.config.transport {
+            Transport::Pass => Ok(TransportOutcome::Pass),
+            Transport::RewriteHeader(name, value) => {
+                let mut headers = req.headers;
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                headers.push((name.clone(), value.clone()));
+                Ok(TransportOutcome::Rewrite(HttpRewrite {
+                    headers,
+                    body: req.body,
+                }))
+            }
+            Transport::Respond(status) => {
+                let body = wasmgate_sdk::serde_json::json!({ "by": self.tag() });
+                Ok(TransportOutcome::Respond(HttpResponse::json(
+                    *status, &body,
+                )?))
+            }
+        }
+    }
+
+    fn pre_hook(&mut self, ctx: &Ctx, mut req: ChatRequest) -> Result<PreOutcome> {
+        self.trace(ctx, "pre");
+        self.last = Some((req.provider.clone(), req.model.clone()));
+        let tag = self.tag();
+        let applies = match &self.config.pre_only_provider {
+            Some(provider) => *provider == req.provider,
+            None => true,
+        };
+        if !applies {
+            return Ok(PreOutcome::Continue(req));
+        }
+        match &self.config.pre {
+            Pre::Continue => Ok(PreOutcome::Continue(req)),
+            Pre::Respond => Ok(PreOutcome::Respond(ChatResponse::assistant_text(
+                req.provider,
+                req.model,
+                format!("responded by {tag}"),
+            ))),
+            Pre::Fail => Ok(PreOutcome::Fail(
+                GatewayError::new(503, format!("failed by {tag}")).kind("server_error"),
+            )),
+            Pre::FailNoFallbacks => Ok(PreOutcome::Fail(
+                GatewayError::new(403, format!("failed by {tag}"))
+                    .kind("server_error")
+                    .no_fallbacks(),
+            )),
+            Pre::Error => Err(format!("error from {tag}")),
+            Pre::Trap => panic!("trap in {tag}"),
+            Pre::Loop => spin(),
+            Pre::Grow => grow(),
+            Pre::Recurse => {
+                let depth = recurse(0);
+                Err(format!("recursion in {tag} ended at depth {depth}"))
+            }
+            Pre::RecurseShadow => {
+                let depth = recurse_shadow(0);
+                Err(format!("recursion in {tag} ended at depth {depth}"))
+            }
+            Pre::SetModel(model) => {
+                req.model = model.clone();
+                Ok(PreOutcome::Continue(req))
+            }
+            Pre::SleepMs(ms) => {
+                let end = now_ms().saturating_add(*ms);
+                while now_ms() < end {
+                    black_box(());
+                }
+                Ok(PreOutcome::Continue(req))
+            }
+        }
+    }
+
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+        let trace = self.trace(ctx, "post");
+        let tag = self.tag();
+        let outcome = match (&self.config.post, outcome) {
+            (Post::Pass, outcome) => outcome,
+            (Post::Recover, PostOutcome::Error(_)) => {
+                let (provider, model) = self.last.clone().unwrap_or_default();
+                let text = format!("recovered by {tag}");
+                PostOutcome::Response(ChatResponse::assistant_text(provider, model, text))
+            }
+            (Post::ToError, PostOutcome::Response(_)) => {
+                PostOutcome::Error(GatewayError::new(502, format!("converted by {tag}")))
+            }
+            (Post::Recover | Post::ToError, outcome) => outcome,
+            (Post::Error, _) => return Err(format!("error from {tag}")),
+            (Post::Trap, _) => panic!("trap in {tag}"),
+            (Post::Loop, _) => spin(),
+        };
+        // The whole trace so far, this hook included.
+        Ok(match outcome {
+            PostOutcome::Response(mut resp) => {
+                resp.set_extra("trace", &trace)?;
+                PostOutcome::Response(resp)
+            }
+            PostOutcome::Error(err) => PostOutcome::Error(err.code(format!("trace:{trace}"))),
+        })
+    }
+
+    fn cleanup(&mut self) -> Result<()> {
+        wasmgate_sdk::debug!("cleanup of {}", self.tag());
+        wasmgate_sdk::kv::incr("cleanups", 1, None);
+        Ok(())
+    }
+}
+
+/// Spins forever in a loop the optimiser cannot remove.
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocates and touches 1 MiB chunks, keeping them all, until the allocator aborts.
+fn grow() -> ! {
+    const CHUNK: usize = 1 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        chunks.push(black_box(chunk));
+        black_box(&mut chunks);
+    }
+}
+
+/// Recurses without bound (not a tail call: the result is used after the call) with every value
+/// in wasm locals, so the wasm call stack itself overflows; returns only if `black_box` lies.
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return depth;
+    }
+    let below = recurse(black_box(depth + 1));
+    black_box(below.wrapping_add(depth))
+}
+
+/// Recurses without bound with a 256-byte array in every frame, which Rust keeps on its shadow
+/// stack in linear memory: that stack runs out first, as in real Rust guests, and the guest
+/// traps with an out-of-bounds memory access.
+fn recurse_shadow(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    if black_box(depth) == u64::MAX {
+        return depth;
+    }
+    let below = recurse_shadow(black_box(depth + 1));
+    black_box(below.wrapping_add(frame[usize::try_from(depth % 32).unwrap_or(0)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Result<Config> {
+        wasmgate_sdk::parse_config(json)
+    }
+
+    #[test]
+    fn trace_is_comma_separated() {
+        assert_eq!(append_trace(None, "A.pre"), "A.pre");
+        assert_eq!(append_trace(Some(""), "A.pre"), "A.pre");
+        assert_eq!(
+            append_trace(Some("A.pre,B.pre"), "B.post"),
+            "A.pre,B.pre,B.post"
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(r#"{"tag": "A"}"#).unwrap();
+        assert_eq!(c.tag, "A");
+        assert_eq!(c.transport, Transport::Pass);
+        assert_eq!(c.pre, Pre::Continue);
+        assert_eq!(c.post, Post::Pass);
+        assert_eq!(c.pre_only_provider, None);
+        assert_eq!(c.init, Init::Ok);
+    }
+
+    #[test]
+    fn every_action_parses() {
+        let c = config(
+            r#"{"tag": "B", "transport": "rewrite-header:X-Tag=b=1", "pre": "set-model:m-2",
+                "post": "to-error", "pre_only_provider": "mock", "init": "fail"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.transport,
+            Transport::RewriteHeader("x-tag".into(), "b=1".into())
+        );
+        assert_eq!(c.pre, Pre::SetModel("m-2".into()));
+        assert_eq!(c.post, Post::ToError);
+        assert_eq!(c.pre_only_provider.as_deref(), Some("mock"));
+        assert_eq!(c.init, Init::Fail);
+        let pres = [
+            ("continue", Pre::Continue),
+            ("respond", Pre::Respond),
+            ("fail", Pre::Fail),
+            ("fail-no-fallbacks", Pre::FailNoFallbacks),
+            ("error", Pre::Error),
+            ("trap", Pre::Trap),
+            ("loop", Pre::Loop),
+            ("grow", Pre::Grow),
+            ("recurse", Pre::Recurse),
+            ("sleep-ms:250", Pre::SleepMs(250)),
+        ];
+        for (text, pre) in pres {
+            assert_eq!(Pre::try_from(text.to_owned()), Ok(pre));
+        }
+        for (text, post) in [
+            ("pass", Post::Pass),
+            ("recover", Post::Recover),
+            ("error", Post::Error),
+        ] {
+            assert_eq!(Post::try_from(text.to_owned()), Ok(post));
+        }
+        assert_eq!(Post::try_from("trap".to_owned()), Ok(Post::Trap));
+        assert_eq!(Post::try_from("loop".to_owned()), Ok(Post::Loop));
+        assert_eq!(Init::try_from("trap".to_owned()), Ok(Init::Trap));
+        assert_eq!(
+            Transport::try_from("respond:429".to_owned()),
+            Ok(Transport::Respond(429))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = |json: &str| config(json).unwrap_err();
+        assert_eq!(err("{}"), "invalid config: missing field `tag`");
+        let e = err(r#"{"tag": "A", "pre": "explode"}"#);
+        assert!(
+            e.starts_with("invalid config: pre: unknown action \"explode\""),
+            "{e}"
+        );
+        let e = err(r#"{"tag": "A", "post": "continue"}"#);
+        assert!(e.starts_with("invalid config: post: unknown action"), "{e}");
+        let e = err(r#"{"tag": "A", "transport": "respond:42"}"#);
+        assert!(
+            e.starts_with("invalid config: transport: expected respond:<status"),
+            "{e}"
+        );
+        let e = err(r#"{"tag": "A", "transport": "rewrite-header:novalue"}"#);
+        assert!(
+            e.starts_with("invalid config: transport: expected rewrite-header"),
+            "{e}"
+        );
+        let e = err(r#"{"tag": "A", "pre": "sleep-ms:soon"}"#);
+        assert!(
+            e.starts_with("invalid config: pre: expected sleep-ms"),
+            "{e}"
+        );
+        let e = err(r#"{"tag": "A", "init": "maybe"}"#);
+        assert!(e.starts_with("invalid config: init: unknown action"), "{e}");
+        assert!(err(r#"{"tag": "A", "pree": "fail"}"#).contains("unknown field `pree`"));
+    }
+}
