@@ -28,6 +28,10 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// Directory of the compiled-component cache (must be writable only by the gateway's
+    /// user); `null` disables it. Default: `$XDG_CACHE_HOME/wasmgate` or `~/.cache/wasmgate`.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: Option<PathBuf>,
     /// Process-wide wasm runtime settings.
     #[serde(default)]
     pub runtime: RuntimeOptions,
@@ -146,6 +150,12 @@ fn default_listen() -> SocketAddr {
 fn default_plugins_dir() -> PathBuf {
     PathBuf::from("plugins")
 }
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|base| base.join("wasmgate"))
+}
 fn default_body_limit() -> usize {
     4 << 20
 }
@@ -172,6 +182,7 @@ impl Default for Config {
             listen: default_listen(),
             plugins_dir: default_plugins_dir(),
             body_limit_bytes: default_body_limit(),
+            cache_dir: default_cache_dir(),
             runtime: RuntimeOptions::default(),
             limits: LimitsConfig::default(),
             providers: default_providers(),
@@ -221,6 +232,11 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         if self.plugins_dir.is_relative() {
             self.plugins_dir = base.join(&self.plugins_dir);
+        }
+        if let Some(dir) = &self.cache_dir
+            && dir.is_relative()
+        {
+            self.cache_dir = Some(base.join(dir));
         }
         for plugin in &mut self.plugins {
             if let Some(path) = &plugin.path

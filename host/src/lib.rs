@@ -15,6 +15,7 @@ pub mod kv;
 pub mod pipeline;
 pub mod providers;
 pub mod registry;
+pub mod reload;
 pub mod runtime;
 
 use std::future::Future;
@@ -40,10 +41,10 @@ impl Gateway {
     /// that fails to load is logged and reported by the admin API; it never stops the gateway.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let runtime = Runtime::new(config.runtime)?;
+        let runtime = Runtime::new(config.runtime, config.cache_dir.as_deref())?;
         let providers = Arc::new(Providers::from_config(&config.providers)?);
         let registry = Arc::new(Registry::new(runtime));
-        registry.load_all(config).await;
+        registry.reconcile(config).await;
         let pipeline = Arc::new(Pipeline::new(registry.clone(), providers));
         Ok(Self {
             state: api::AppState {
@@ -57,6 +58,16 @@ impl Gateway {
     /// The plugin registry.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.state.registry
+    }
+
+    /// Starts hot reload: changes to the plugins directory and the config file of `source` are
+    /// applied while the gateway serves. Dropping the returned watcher stops it.
+    pub fn watch(
+        &self,
+        source: reload::ConfigSource,
+        config: Config,
+    ) -> anyhow::Result<reload::Watcher> {
+        reload::watch(self.state.registry.clone(), source, config)
     }
 
     /// The HTTP routes.

@@ -8,12 +8,14 @@ use anyhow::Context as _;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wasmgate::Gateway;
-use wasmgate::config::Config;
+use wasmgate::reload::ConfigSource;
 
 /// An OpenAI-compatible LLM gateway extended by WebAssembly component plugins.
 ///
 /// With no options it serves the built-in mock provider on 127.0.0.1:8080 and loads every
-/// `*.wasm` in ./plugins. Log verbosity follows RUST_LOG (default: info).
+/// `*.wasm` in ./plugins. Plugins and the config file are watched: dropping, replacing or
+/// removing a `.wasm`, or editing the config, takes effect without a restart. Log verbosity
+/// follows RUST_LOG (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "wasmgate", version)]
 struct Cli {
@@ -38,17 +40,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let source = ConfigSource {
+        file: cli.config,
+        plugins_dir: cli.plugins_dir,
+        listen: cli.listen,
     };
-    if let Some(dir) = cli.plugins_dir {
-        config.plugins_dir = dir;
-    }
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
-    }
+    let config = source.load()?;
     let gateway = Gateway::build(&config).await?;
+    let _watcher = gateway.watch(source, config.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -87,7 +87,10 @@ impl Session {
             None => link.plugin.checkout().await?,
         };
         let result = call(link, &mut instance, &self.ctx).await;
-        if !instance.is_poisoned() {
+        if instance.is_poisoned() {
+            // Never reused: the pool drops it and frees its slot.
+            link.plugin.checkin(instance);
+        } else {
             self.slots[i] = Some(instance);
         }
         result

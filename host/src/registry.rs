@@ -1,9 +1,15 @@
 //! The plugin registry: which plugins exist (config entries and `*.wasm` files in the plugins
 //! directory), their load status, and the active chain the pipeline runs.
 //!
-//! Loading is "prepare everything fallible, then swap": every file is read, hashed, compiled
-//! and initialised first; the new chain then replaces the old one atomically, so requests in
-//! flight finish on the chain they started with.
+//! Loading is "prepare everything fallible, then swap": every changed file is read, hashed,
+//! compiled and initialised first; the new chain then replaces the old one atomically, so
+//! requests in flight finish on the chain they started with. The versions it replaced are then
+//! retired: their `cleanup` runs once per instance, after that instance's last request.
+//!
+//! Reconciling is incremental. A plugin's identity is the sha256 of its file: an unchanged file
+//! with unchanged settings is kept as is; a settings-only change (config, limits, policy, a
+//! raised `version`) re-initialises the already compiled component; new bytes are compiled. When
+//! a new version fails to load, the last good version keeps serving and the error is recorded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FailurePolicy, PluginConfig, valid_plugin_name};
 use crate::hooks::HookSet;
-use crate::runtime::{Limits, LoadedPlugin, Runtime};
+use crate::runtime::{Compiled, Limits, LoadedPlugin, Runtime};
 
 /// Load status of a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,12 +42,18 @@ pub struct PluginEntry {
     pub name: String,
     /// The component file.
     pub file: PathBuf,
-    /// Hex sha256 of the file's bytes, when it could be read.
+    /// Hex sha256 of the version serving now (or of the file that failed to load).
     pub sha256: Option<String>,
     /// Load status.
     pub status: Status,
-    /// Why loading failed.
+    /// Why the latest load attempt failed; with status `active`, the last good version is still
+    /// serving.
     pub error: Option<String>,
+    /// The settings the serving version was loaded with.
+    pub settings: PluginConfig,
+    /// How many times this plugin's bytes were compiled since the gateway started (a
+    /// settings-only change does not compile).
+    pub compiles: u64,
     /// Position in the pipeline (0 runs first).
     pub order: usize,
     /// Limits its calls run under.
@@ -54,6 +66,11 @@ pub struct PluginEntry {
     pub loaded_at: SystemTime,
     /// The loaded plugin, when active.
     pub plugin: Option<Arc<LoadedPlugin>>,
+    /// The serving version's compiled component, reused when only settings change.
+    compiled: Option<Compiled>,
+    /// The (sha256, settings) of the latest failed attempt, so the same broken input is not
+    /// retried on every reconcile.
+    failed: Option<(String, PluginConfig)>,
 }
 
 /// One link of the chain the pipeline runs.
@@ -85,6 +102,12 @@ struct Snapshot {
 pub struct Registry {
     runtime: Arc<Runtime>,
     current: ArcSwap<Snapshot>,
+    /// One reconcile at a time.
+    reconciling: tokio::sync::Mutex<()>,
+    /// Bumped after every reconcile; tests and watchers await it.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Replaced or removed versions that may still be serving in-flight requests.
+    retiring: std::sync::Mutex<Vec<Arc<LoadedPlugin>>>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -144,6 +167,9 @@ impl Registry {
         Self {
             runtime,
             current: ArcSwap::from_pointee(Snapshot::default()),
+            reconciling: tokio::sync::Mutex::new(()),
+            generation: tokio::sync::watch::channel(0).0,
+            retiring: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -162,14 +188,47 @@ impl Registry {
         self.current.load().entries.clone()
     }
 
-    /// Loads every plugin the config and the plugins directory name, then swaps the new chain
-    /// in and retires the plugins of the old one. A plugin that fails to load is recorded as
-    /// failed, logged, and left out; it never stops the others.
-    pub async fn load_all(&self, config: &Config) {
+    /// A receiver of the reconcile generation, bumped after every reconcile.
+    pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Brings the loaded plugins in line with `config` and the plugins directory: loads new and
+    /// changed plugins, unloads removed ones, swaps the new chain in, then retires what it
+    /// replaced. A plugin that fails to load never stops the others; if it had a good version,
+    /// that version keeps serving.
+    pub async fn reconcile(&self, config: &Config) {
+        let _one_at_a_time = self.reconciling.lock().await;
+        let old = self.current.load_full();
         let defaults = config.plugin_defaults();
         let mut entries = Vec::new();
+        let mut retired = Vec::new();
         for (order, (settings, file)) in plan(config).into_iter().enumerate() {
-            entries.push(self.load_one(&settings, file, order, defaults).await);
+            let prev = old.entries.iter().find(|e| e.name == settings.name);
+            let entry = self
+                .reconcile_one(prev, settings, file, order, defaults)
+                .await;
+            if let Some(old_plugin) = prev.and_then(|p| p.plugin.as_ref())
+                && !entry
+                    .plugin
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(p, old_plugin))
+            {
+                retired.push(old_plugin.clone());
+            }
+            entries.push(entry);
+        }
+        for gone in old
+            .entries
+            .iter()
+            .filter(|e| !entries.iter().any(|n| n.name == e.name))
+        {
+            tracing::info!(
+                plugin = gone.name,
+                sha256 = gone.sha256.as_deref().unwrap_or(""),
+                "plugin removed; unloading it after its in-flight requests"
+            );
+            retired.extend(gone.plugin.clone());
         }
         let chain = Arc::new(Chain {
             links: entries
@@ -184,17 +243,22 @@ impl Registry {
                 })
                 .collect(),
         });
-        let old = self.current.swap(Arc::new(Snapshot { entries, chain }));
-        for entry in &old.entries {
-            if let Some(plugin) = &entry.plugin {
-                plugin.retire().await;
-            }
+        self.current.store(Arc::new(Snapshot { entries, chain }));
+        for plugin in &retired {
+            plugin.retire().await;
         }
+        {
+            let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+            retiring.retain(|p| p.busy_instances() > 0);
+            retiring.extend(retired.into_iter().filter(|p| p.busy_instances() > 0));
+        }
+        self.generation.send_modify(|g| *g += 1);
     }
 
-    async fn load_one(
+    async fn reconcile_one(
         &self,
-        settings: &PluginConfig,
+        prev: Option<&PluginEntry>,
+        settings: PluginConfig,
         file: PathBuf,
         order: usize,
         defaults: Limits,
@@ -211,69 +275,155 @@ impl Registry {
             policy: settings.policy,
             version: settings.version,
             loaded_at: SystemTime::now(),
+            settings: settings.clone(),
+            compiles: prev.map_or(0, |p| p.compiles),
             plugin: None,
+            compiled: None,
+            failed: None,
         };
         if !settings.enabled {
-            tracing::info!(plugin = settings.name, "plugin disabled in config");
+            if prev.is_some_and(|p| p.status != Status::Disabled) {
+                tracing::info!(plugin = settings.name, "plugin disabled in config");
+            }
             return entry;
         }
+        let bytes = match tokio::fs::read(&entry.file).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let message = format!("cannot read {}: {err}", entry.file.display());
+                tracing::error!(plugin = entry.name, "plugin failed to load: {message}");
+                entry.status = Status::Failed;
+                entry.error = Some(message);
+                return entry;
+            }
+        };
+        let sha = sha256_hex(&bytes);
+        let serving = prev.filter(|p| p.plugin.is_some());
+        if let Some(prev) = serving
+            && prev.sha256.as_deref() == Some(sha.as_str())
+            && prev.settings == settings
+            && prev.file == entry.file
+        {
+            // Same bytes, same settings: nothing to do.
+            return PluginEntry {
+                order,
+                ..prev.clone()
+            };
+        }
+        if let Some(prev) = prev
+            && prev.failed.as_ref() == Some(&(sha.clone(), settings.clone()))
+        {
+            // This exact input already failed; keep the recorded outcome.
+            return PluginEntry {
+                order,
+                ..prev.clone()
+            };
+        }
         let started = Instant::now();
-        match self.load_file(&mut entry, settings).await {
-            Ok(plugin) => {
+        let reuse = serving
+            .filter(|p| p.sha256.as_deref() == Some(sha.as_str()))
+            .and_then(|p| p.compiled.clone());
+        let recompiled = reuse.is_none();
+        match self
+            .load_bytes(&entry.name, &sha, bytes, reuse, &settings, limits)
+            .await
+        {
+            Ok((plugin, compiled)) => {
                 tracing::info!(
                     plugin = entry.name,
                     file = %entry.file.display(),
-                    sha256 = entry.sha256.as_deref().unwrap_or(""),
+                    old_sha256 = serving.and_then(|p| p.sha256.as_deref()).unwrap_or("-"),
+                    new_sha256 = sha,
+                    recompiled,
                     reported_name = plugin.reported_name(),
                     hooks = ?plugin.hooks(),
                     ms = started.elapsed().as_millis() as u64,
-                    "plugin loaded"
+                    "plugin {}", if serving.is_some() { "reloaded" } else { "loaded" }
                 );
                 entry.status = Status::Active;
+                entry.sha256 = Some(sha);
+                entry.compiles += u64::from(recompiled);
                 entry.plugin = Some(plugin);
+                entry.compiled = Some(compiled);
             }
             Err(err) => {
                 let message = format!("{err:#}");
-                tracing::error!(plugin = entry.name, file = %entry.file.display(), "plugin failed to load: {message}");
-                entry.status = Status::Failed;
-                entry.error = Some(message);
+                tracing::error!(
+                    plugin = entry.name,
+                    file = %entry.file.display(),
+                    old_sha256 = serving.and_then(|p| p.sha256.as_deref()).unwrap_or("-"),
+                    new_sha256 = sha,
+                    ms = started.elapsed().as_millis() as u64,
+                    "plugin failed to load{}: {message}",
+                    if serving.is_some() { "; the last good version keeps serving" } else { "" }
+                );
+                entry.failed = Some((sha.clone(), settings.clone()));
+                match serving {
+                    Some(prev) => {
+                        // Keep the last good version, with its settings, and show the failure.
+                        return PluginEntry {
+                            order,
+                            error: Some(format!("loading sha256 {sha} failed: {message}")),
+                            failed: entry.failed,
+                            ..prev.clone()
+                        };
+                    }
+                    None => {
+                        entry.status = Status::Failed;
+                        entry.sha256 = Some(sha);
+                        entry.error = Some(message);
+                    }
+                }
             }
         }
         entry.loaded_at = SystemTime::now();
         entry
     }
 
-    async fn load_file(
+    async fn load_bytes(
         &self,
-        entry: &mut PluginEntry,
+        name: &str,
+        sha256: &str,
+        bytes: Vec<u8>,
+        compiled: Option<Compiled>,
         settings: &PluginConfig,
-    ) -> anyhow::Result<Arc<LoadedPlugin>> {
-        let bytes = tokio::fs::read(&entry.file)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", entry.file.display()))?;
-        entry.sha256 = Some(sha256_hex(&bytes));
-        let runtime = self.runtime.clone();
-        let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
-            .await
-            .map_err(|e| anyhow::anyhow!("the compile task failed: {e}"))??;
-        self.runtime
-            .load(
-                &entry.name,
-                &component,
-                settings.config.to_string(),
-                entry.limits,
-            )
-            .await
+        limits: Limits,
+    ) -> anyhow::Result<(Arc<LoadedPlugin>, Compiled)> {
+        let compiled = match compiled {
+            Some(compiled) => compiled,
+            None => {
+                let runtime = self.runtime.clone();
+                let sha256 = sha256.to_string();
+                tokio::task::spawn_blocking(move || runtime.compile_cached(&sha256, &bytes))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the compile task failed: {e}"))??
+            }
+        };
+        let plugin = self
+            .runtime
+            .load(name, &compiled, settings.config.to_string(), limits)
+            .await?;
+        Ok((plugin, compiled))
     }
 
     /// Retires every plugin: `cleanup` runs on each idle instance. Call after the server has
     /// drained its requests.
     pub async fn shutdown(&self) {
+        let _one_at_a_time = self.reconciling.lock().await;
         let old = self.current.swap(Arc::new(Snapshot::default()));
-        for entry in &old.entries {
-            if let Some(plugin) = &entry.plugin {
-                plugin.retire().await;
-            }
+        let mut all: Vec<_> = old
+            .entries
+            .iter()
+            .filter_map(|e| e.plugin.clone())
+            .collect();
+        for plugin in &all {
+            plugin.retire().await;
+        }
+        all.extend(std::mem::take(
+            &mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        for plugin in all {
+            plugin.drained().await;
         }
     }
 }

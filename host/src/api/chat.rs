@@ -77,18 +77,15 @@ pub(super) async fn completions(
         .with_param("stream")
         .into());
     }
-    for target in std::iter::once(req.target()).chain(req.fallbacks.iter().cloned()) {
-        let provider = target.split('/').next().unwrap_or_default();
-        if !pipeline.providers().contains(provider) {
-            return Err(GatewayError::not_found(
-                format!(
-                    "unknown provider `{provider}` in `{target}`; GET /v1/models lists what this gateway serves"
-                ),
-                "model_not_found",
-            )
-            .with_param("model")
-            .into());
-        }
+    pipeline
+        .providers()
+        .check_target(&req.provider, &req.model)?;
+    for (i, target) in req.fallbacks.iter().enumerate() {
+        let (provider, model) = crate::chat::split_target(target).unwrap_or_default();
+        pipeline
+            .providers()
+            .check_target(provider, model)
+            .map_err(|e| e.with_param(format!("fallbacks[{i}]")))?;
     }
     let outcome = pipeline.run(&mut session, req).await;
     drop(session);

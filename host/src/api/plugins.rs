@@ -20,6 +20,8 @@ fn describe(e: &PluginEntry) -> Value {
         "error": e.error,
         "order": e.order,
         "version": e.version,
+        "compiles": e.compiles,
+        "busy_instances": plugin.map(|p| p.busy_instances()),
         "policy": e.policy,
         "limits": {
             "fuel": e.limits.fuel,

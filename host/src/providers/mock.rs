@@ -46,6 +46,26 @@ impl Mock {
         }
     }
 
+    pub(super) fn check_model(&self, model: &str) -> Result<(), String> {
+        let ok = model == "echo"
+            || model
+                .strip_prefix("slow-")
+                .is_some_and(|ms| ms.parse::<u64>().is_ok())
+            || model
+                .strip_prefix("fail-")
+                .and_then(|s| s.parse::<u16>().ok())
+                .is_some_and(|s| (400..=599).contains(&s));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "provider `{}` is the mock; it serves `echo`, `slow-<ms>` and `fail-<status>` \
+                 (status 400-599)",
+                self.name
+            ))
+        }
+    }
+
     pub(super) fn models(&self) -> Vec<String> {
         vec!["echo".into(), "slow-100".into(), "fail-503".into()]
     }

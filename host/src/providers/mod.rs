@@ -52,6 +52,14 @@ impl Provider {
         }
     }
 
+    /// Whether this provider serves `model`; the error lists what it does serve.
+    fn check_model(&self, model: &str) -> Result<(), String> {
+        match self {
+            Provider::Mock(p) => p.check_model(model),
+            Provider::OpenAi(p) => p.check_model(model),
+        }
+    }
+
     fn models(&self) -> Vec<String> {
         match self {
             Provider::Mock(p) => p.models(),
@@ -87,26 +95,36 @@ impl Providers {
         Ok(Self { by_name })
     }
 
-    /// Sends a request to its provider.
-    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
-        let Some(provider) = self.by_name.get(&req.provider) else {
+    /// Checks that `provider/model` names a configured provider that serves the model: a 404
+    /// (no fallbacks) naming what is served otherwise.
+    pub fn check_target(&self, provider: &str, model: &str) -> Result<&Provider, GatewayError> {
+        let target = format!("{provider}/{model}");
+        let Some(found) = self.by_name.get(provider) else {
             let known = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(GatewayError::not_found(
                 format!(
-                    "unknown provider `{}` in model `{}`; configured providers: {known}",
-                    req.provider,
-                    req.target()
+                    "unknown provider `{provider}` in `{target}`; configured providers: {known}. \
+                     GET /v1/models lists what this gateway serves"
                 ),
-                "provider_not_found",
+                "model_not_found",
             )
             .with_param("model"));
         };
-        provider.chat(req).await
+        found.check_model(model).map_err(|why| {
+            GatewayError::not_found(
+                format!("unknown model `{target}`: {why}"),
+                "model_not_found",
+            )
+            .with_param("model")
+        })?;
+        Ok(found)
     }
 
-    /// Whether a provider key is configured.
-    pub fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+    /// Sends a request to its provider.
+    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
+        self.check_target(&req.provider, &req.model)?
+            .chat(req)
+            .await
     }
 
     /// The models every provider advertises.

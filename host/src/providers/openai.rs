@@ -26,7 +26,8 @@ pub struct OpenAiConfig {
     /// Timeout of one upstream call, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Models advertised by `GET /v1/models` (any model name is forwarded regardless).
+    /// Models advertised by `GET /v1/models` and the only ones served; empty: any model name
+    /// is forwarded.
     #[serde(default)]
     pub models: Vec<String>,
 }
@@ -76,6 +77,19 @@ impl OpenAi {
             models: config.models.clone(),
             client,
         })
+    }
+
+    /// With a `models` list, only those models are served; without one, any name is forwarded.
+    pub(super) fn check_model(&self, model: &str) -> Result<(), String> {
+        if self.models.is_empty() || self.models.iter().any(|m| m == model) {
+            Ok(())
+        } else {
+            Err(format!(
+                "provider `{}` serves only the models in its config: {}",
+                self.name,
+                self.models.join(", ")
+            ))
+        }
     }
 
     pub(super) fn models(&self) -> Vec<String> {

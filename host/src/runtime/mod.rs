@@ -7,6 +7,7 @@
 //! request runs on the same instance. An instance that trapped or hit a limit is discarded.
 
 mod bindings;
+mod cache;
 mod failure;
 mod host;
 mod limits;
@@ -62,10 +63,22 @@ impl Default for RuntimeOptions {
     }
 }
 
+/// A compiled component, ready to be loaded (cheap to clone). Keeping it lets a config-only
+/// change re-initialise a plugin without compiling it again.
+#[derive(Clone)]
+pub struct Compiled(Component);
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Compiled(..)")
+    }
+}
+
 /// The shared engine, linker and host services all plugins run on.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
+    cache: Option<cache::ComponentCache>,
     kv: Arc<KvStore>,
     options: RuntimeOptions,
 }
@@ -81,7 +94,13 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Creates the engine (pooling allocator, fuel, epoch interruption), links the host
     /// imports and a locked-down WASI, and starts the process's epoch ticker.
-    pub fn new(options: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
+    ///
+    /// With `cache_dir`, compiled components are cached there (see [`Runtime::compile_cached`]);
+    /// a cache directory that cannot be used is logged and the runtime works without it.
+    pub fn new(
+        options: RuntimeOptions,
+        cache_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::new();
         let instances = options.max_instances.max(1);
         pool.total_component_instances(instances)
@@ -115,9 +134,17 @@ impl Runtime {
             .map_err(|e| anyhow!("linking the plugin imports failed: {e}"))?;
 
         spawn_epoch_ticker(&engine);
+        let cache = cache_dir.and_then(|dir| {
+            cache::ComponentCache::new(dir.to_path_buf(), &engine)
+                .inspect_err(|err| {
+                    tracing::warn!(dir = %dir.display(), "compiled-component cache disabled: {err:#}");
+                })
+                .ok()
+        });
         Ok(Arc::new(Self {
             engine,
             linker,
+            cache,
             kv: Arc::new(KvStore::new(
                 options.kv_max_bytes,
                 options.kv_max_value_bytes,
@@ -139,7 +166,7 @@ impl Runtime {
     /// Compiles component bytes to machine code. CPU-heavy and blocking: call it off the async
     /// runtime (e.g. in `spawn_blocking`). Fails with a precise message for anything that is
     /// not a valid component (a core module, a truncated or non-wasm file).
-    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
         if bytes.is_empty() {
             anyhow::bail!("the file is empty; expected a WebAssembly component");
         }
@@ -156,7 +183,21 @@ impl Runtime {
             );
         }
         Component::new(&self.engine, bytes)
+            .map(Compiled)
             .map_err(|e| anyhow!("invalid WebAssembly component: {e:#}"))
+    }
+
+    /// [`Runtime::compile`] through the on-disk cache when one is configured: a valid cached
+    /// entry for these bytes (`sha256` is their hex sha256) skips compilation. Blocking.
+    pub fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<Compiled> {
+        let Some(cache) = &self.cache else {
+            return self.compile(bytes);
+        };
+        let (component, outcome) = cache.get_or_compile(&self.engine, sha256, bytes, |b| {
+            self.compile(b).map(|c| c.0)
+        })?;
+        tracing::debug!(sha256, ?outcome, "compiled component");
+        Ok(Compiled(component))
     }
 
     /// Links a compiled component against the plugin world, creates its first instance, reads
@@ -164,7 +205,7 @@ impl Runtime {
     pub async fn load(
         self: &Arc<Self>,
         name: &str,
-        component: &Component,
+        compiled: &Compiled,
         config: String,
         limits: Limits,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
@@ -175,7 +216,7 @@ impl Runtime {
                 self.options.max_memory_bytes
             );
         }
-        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+        let pre = self.linker.instantiate_pre(&compiled.0).map_err(|e| {
             anyhow!(
                 "the component does not fit the gateway: {e:#}. Plugins may import only the \
                  wasmgate:plugin@0.1.0 interfaces and WASI 0.2"

@@ -1,10 +1,11 @@
 //! A loaded plugin (compiled, pre-instantiated, with its pool of warm instances and live
 //! counters) and a checked-out instance whose hook calls run under the plugin's limits.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
@@ -103,9 +104,19 @@ pub struct LoadedPlugin {
     config: String,
     runtime: Arc<Runtime>,
     pre: PluginPre<HostState>,
-    idle: Mutex<Vec<PluginInstance>>,
-    retired: AtomicBool,
+    pool: Mutex<Pool>,
+    /// Signalled whenever `Pool::busy` drops, so `drained` can wake.
+    released: Notify,
     stats: PluginStats,
+}
+
+/// The instances of a plugin: idle ones, and how many are out serving requests (or being
+/// cleaned up), so retirement can wait for the last one.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<PluginInstance>,
+    busy: usize,
+    retired: bool,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -153,8 +164,8 @@ impl LoadedPlugin {
             config,
             runtime,
             pre,
-            idle: Mutex::new(Vec::new()),
-            retired: AtomicBool::new(false),
+            pool: Mutex::new(Pool::default()),
+            released: Notify::new(),
             stats: PluginStats::default(),
         });
         plugin
@@ -164,7 +175,7 @@ impl LoadedPlugin {
         plugin
             .stats
             .record(first.last_elapsed, first.last_fuel, None);
-        plugin.checkin(first);
+        plugin.pool().idle.push(first);
         Ok(plugin)
     }
 
@@ -193,22 +204,53 @@ impl LoadedPlugin {
         self.stats.snapshot()
     }
 
-    /// Warm instances waiting in the pool.
-    pub fn idle_instances(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a warm instance, or creates and initialises a new one.
+    /// Warm instances waiting in the pool.
+    pub fn idle_instances(&self) -> usize {
+        self.pool().idle.len()
+    }
+
+    /// Instances serving a request (or being cleaned up) right now.
+    pub fn busy_instances(&self) -> usize {
+        self.pool().busy
+    }
+
+    /// Whether the plugin was retired (replaced, removed or shut down).
+    pub fn is_retired(&self) -> bool {
+        self.pool().retired
+    }
+
+    fn release(&self) {
+        let mut pool = self.pool();
+        pool.busy = pool.busy.saturating_sub(1);
+        drop(pool);
+        self.released.notify_waiters();
+    }
+
+    /// Takes a warm instance, or creates and initialises a new one. Every successful checkout
+    /// must be matched by a [`checkin`](Self::checkin).
     pub async fn checkout(&self) -> Result<PluginInstance, HookFailure> {
-        let warm = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        if let Some(instance) = warm {
-            return Ok(instance);
+        {
+            let mut pool = self.pool();
+            pool.busy += 1;
+            if let Some(instance) = pool.idle.pop() {
+                return Ok(instance);
+            }
         }
         let started = Instant::now();
-        let mut instance =
-            PluginInstance::instantiate(&self.runtime, &self.name, &self.pre, self.limits)
-                .await
-                .inspect_err(|f| self.stats.record(started.elapsed(), 0, Some(f.kind)))?;
+        let created =
+            PluginInstance::instantiate(&self.runtime, &self.name, &self.pre, self.limits).await;
+        let mut instance = match created {
+            Ok(instance) => instance,
+            Err(failure) => {
+                self.stats.record(started.elapsed(), 0, Some(failure.kind));
+                self.release();
+                return Err(failure);
+            }
+        };
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
         let result = instance.init(&self.config).await;
         self.stats.record(
@@ -216,39 +258,64 @@ impl LoadedPlugin {
             instance.last_fuel,
             result.as_ref().err().map(|f| f.kind),
         );
+        if result.is_err() {
+            self.release();
+        }
         result.map(|()| instance)
     }
 
     /// Returns an instance after a request. A poisoned instance is dropped; one returned to a
-    /// retired plugin, or beyond the idle cap, is cleaned up and dropped.
+    /// retired plugin, or beyond the idle cap, is cleaned up (in the background) and dropped.
     pub fn checkin(self: &Arc<Self>, instance: PluginInstance) {
         if instance.poisoned {
+            drop(instance);
+            self.release();
             return;
         }
-        if !self.retired.load(Ordering::Acquire)
-            && let Ok(mut idle) = self.idle.lock()
-            && idle.len() < self.runtime.options().max_idle_per_plugin
         {
-            idle.push(instance);
-            return;
+            let mut pool = self.pool();
+            if !pool.retired && pool.idle.len() < self.runtime.options().max_idle_per_plugin {
+                pool.idle.push(instance);
+                pool.busy = pool.busy.saturating_sub(1);
+                return;
+            }
         }
         let plugin = self.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { plugin.cleanup_instance(instance).await });
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    plugin.cleanup_instance(instance).await;
+                    plugin.release();
+                });
+            }
+            Err(_) => self.release(),
         }
     }
 
     /// Retires the plugin: no instance goes back to the pool any more, and `cleanup` runs on
     /// every idle instance now and on every checked-out one when its request returns it.
     pub async fn retire(self: &Arc<Self>) {
-        self.retired.store(true, Ordering::Release);
-        let idle = self
-            .idle
-            .lock()
-            .map(|mut idle| std::mem::take(&mut *idle))
-            .unwrap_or_default();
+        let idle = {
+            let mut pool = self.pool();
+            pool.retired = true;
+            std::mem::take(&mut pool.idle)
+        };
         for instance in idle {
             self.cleanup_instance(instance).await;
+        }
+    }
+
+    /// Resolves once the plugin is retired and its last instance is back and cleaned up.
+    pub async fn drained(&self) {
+        loop {
+            let released = self.released.notified();
+            {
+                let pool = self.pool();
+                if pool.retired && pool.busy == 0 {
+                    return;
+                }
+            }
+            released.await;
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wasmgate::Gateway;
 use wasmgate::config::{Config, FailurePolicy, LimitsConfig, PluginConfig};
+use wasmgate::reload::ConfigSource;
 use wasmgate::runtime::RuntimeOptions;
 
 pub use wasmgate_artifacts as artifacts;
@@ -27,6 +28,7 @@ pub struct TestGateway {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
+    watcher: Option<wasmgate::reload::Watcher>,
     /// Scratch directory (plugins dir, copies of components); removed on drop.
     pub dir: tempfile::TempDir,
 }
@@ -35,6 +37,7 @@ pub struct TestGateway {
 pub fn base_config(dir: &Path) -> Config {
     Config {
         plugins_dir: dir.join("plugins"),
+        cache_dir: Some(dir.join("cache")),
         runtime: RuntimeOptions {
             max_instances: 64,
             max_memory_bytes: 128 << 20,
@@ -92,6 +95,31 @@ impl TestGateway {
         Self::start(config, dir).await
     }
 
+    /// Starts a gateway from `source` (a config file and overrides) with hot reload on.
+    pub async fn start_watching(source: ConfigSource, dir: tempfile::TempDir) -> Self {
+        let config = source.load().expect("valid config");
+        let mut gw = Self::start(config.clone(), dir).await;
+        gw.watcher = Some(gw.gateway.watch(source, config).expect("watcher starts"));
+        gw
+    }
+
+    /// Waits (event-driven, on reconcile generations) until `check` holds for the admin view
+    /// of plugin `name`; panics with the last view if a minute passes.
+    pub async fn wait_for_plugin(&self, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut generations = self.gateway.registry().generations();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, view) = self.get(&format!("/api/plugins/{name}")).await;
+            if check(&view) {
+                return view;
+            }
+            match tokio::time::timeout_at(deadline, generations.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!("plugin {name} never reached the expected state; last view: {view}"),
+            }
+        }
+    }
+
     /// Starts a gateway from a full config.
     pub async fn start(config: Config, dir: tempfile::TempDir) -> Self {
         let gateway = Gateway::build(&config).await.expect("gateway builds");
@@ -114,6 +142,7 @@ impl TestGateway {
             client,
             shutdown: Some(tx),
             server: Some(server),
+            watcher: None,
             dir,
         }
     }
@@ -166,6 +195,7 @@ impl TestGateway {
 
     /// Shuts down gracefully (drain, then cleanup) and waits for the server to finish.
     pub async fn stop(mut self) {
+        self.watcher.take();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

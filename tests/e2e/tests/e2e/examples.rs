@@ -52,6 +52,16 @@ async fn auth_rejects_missing_and_wrong_keys_without_fallbacks() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(content_of(&body), "echo: hi");
+
+    let auth = gw.plugin_status("auth").await;
+    assert_eq!(
+        auth["hooks"],
+        json!({"transport_interceptor": false, "pre_hook": true, "post_hook": false, "cleanup": false})
+    );
+    assert_eq!(
+        auth["stats"]["calls"], 4,
+        "init plus three pre-hooks: the host never calls hooks auth does not implement: {auth}"
+    );
     gw.stop().await;
 }
 

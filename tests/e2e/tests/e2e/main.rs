@@ -7,3 +7,4 @@ mod http;
 mod limits;
 mod loading;
 mod pipeline;
+mod reload;

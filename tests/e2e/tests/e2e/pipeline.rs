@@ -145,10 +145,13 @@ async fn post_hook_can_turn_a_response_into_an_error() {
 
 #[tokio::test]
 async fn pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider() {
-    let gw = gateway(json!({"pre": "set-model:rewritten"}), json!({}), json!({})).await;
+    let gw = gateway(json!({"pre": "set-model:slow-1"}), json!({}), json!({})).await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["model"], "rewritten");
+    assert_eq!(
+        body["model"], "slow-1",
+        "the provider saw the rewritten model"
+    );
     gw.stop().await;
 }
 
