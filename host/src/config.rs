@@ -60,6 +60,9 @@ pub struct LimitsConfig {
     /// Memory cap per instance, in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    /// Wasm stack limit per call, in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_kb: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -69,6 +72,10 @@ impl LimitsConfig {
             fuel: self.fuel.unwrap_or(base.fuel),
             timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
             memory_bytes: self.memory_mb.map_or(base.memory_bytes, |mb| mb << 20),
+            stack_bytes: self
+                .stack_kb
+                .and_then(|kb| usize::try_from(kb << 10).ok())
+                .unwrap_or(base.stack_bytes),
         }
     }
 
@@ -77,6 +84,7 @@ impl LimitsConfig {
             ("fuel", self.fuel),
             ("timeout_ms", self.timeout_ms),
             ("memory_mb", self.memory_mb),
+            ("stack_kb", self.stack_kb),
         ] {
             if value == Some(0) {
                 bail!("{at}.{field} must be greater than 0");
@@ -86,6 +94,11 @@ impl LimitsConfig {
             && mb > 1 << 20
         {
             bail!("{at}.memory_mb = {mb} is absurdly large; use at most 1048576");
+        }
+        if let Some(kb) = self.stack_kb
+            && !(16..=1 << 20).contains(&kb)
+        {
+            bail!("{at}.stack_kb = {kb} must be between 16 and 1048576");
         }
         Ok(())
     }
@@ -279,7 +292,15 @@ impl Config {
                 bail!("{at}.config must be a JSON object");
             }
             plugin.limits.validate(&format!("{at}.limits"))?;
-            let memory = plugin.limits.apply(self.plugin_defaults()).memory_bytes;
+            let limits = plugin.limits.apply(self.plugin_defaults());
+            if limits.stack_bytes > self.runtime.max_wasm_stack_bytes {
+                bail!(
+                    "{at}.limits.stack_kb ({} KiB) exceeds runtime.max_wasm_stack_bytes ({} KiB)",
+                    limits.stack_bytes >> 10,
+                    self.runtime.max_wasm_stack_bytes >> 10
+                );
+            }
+            let memory = limits.memory_bytes;
             if memory > self.runtime.max_memory_bytes {
                 bail!(
                     "{at}.limits.memory_mb ({} MiB) exceeds runtime.max_memory_bytes ({} MiB)",

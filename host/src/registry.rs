@@ -108,6 +108,8 @@ pub struct Registry {
     generation: tokio::sync::watch::Sender<u64>,
     /// Replaced or removed versions that may still be serving in-flight requests.
     retiring: std::sync::Mutex<Vec<Arc<LoadedPlugin>>>,
+    /// Set by `shutdown`; later reconciles do nothing.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -170,6 +172,7 @@ impl Registry {
             reconciling: tokio::sync::Mutex::new(()),
             generation: tokio::sync::watch::channel(0).0,
             retiring: std::sync::Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -199,6 +202,9 @@ impl Registry {
     /// that version keeps serving.
     pub async fn reconcile(&self, config: &Config) {
         let _one_at_a_time = self.reconciling.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let old = self.current.load_full();
         let defaults = config.plugin_defaults();
         let mut entries = Vec::new();
@@ -322,7 +328,8 @@ impl Registry {
         let started = Instant::now();
         let reuse = serving
             .filter(|p| p.sha256.as_deref() == Some(sha.as_str()))
-            .and_then(|p| p.compiled.clone());
+            .and_then(|p| p.compiled.clone())
+            .filter(|c| c.stack_bytes() == limits.stack_bytes);
         let recompiled = reuse.is_none();
         match self
             .load_bytes(&entry.name, &sha, bytes, reuse, &settings, limits)
@@ -394,7 +401,8 @@ impl Registry {
             None => {
                 let runtime = self.runtime.clone();
                 let sha256 = sha256.to_string();
-                tokio::task::spawn_blocking(move || runtime.compile_cached(&sha256, &bytes))
+                let stack = limits.stack_bytes;
+                tokio::task::spawn_blocking(move || runtime.compile_cached(&sha256, &bytes, stack))
                     .await
                     .map_err(|e| anyhow::anyhow!("the compile task failed: {e}"))??
             }
@@ -410,6 +418,8 @@ impl Registry {
     /// drained its requests.
     pub async fn shutdown(&self) {
         let _one_at_a_time = self.reconciling.lock().await;
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         let old = self.current.swap(Arc::new(Snapshot::default()));
         let mut all: Vec<_> = old
             .entries

@@ -27,6 +27,7 @@ fn describe(e: &PluginEntry) -> Value {
             "fuel": e.limits.fuel,
             "timeout_ms": e.limits.timeout_ms,
             "memory_mb": e.limits.memory_bytes >> 20,
+            "stack_kb": e.limits.stack_bytes >> 10,
         },
         "loaded_at_ms": e.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         "reported_name": plugin.map(|p| p.reported_name()),

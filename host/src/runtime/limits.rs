@@ -14,6 +14,8 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Most linear memory one instance may hold, in bytes.
     pub memory_bytes: u64,
+    /// Wasm stack limit of a call, in bytes.
+    pub stack_bytes: usize,
 }
 
 impl Default for Limits {
@@ -22,6 +24,7 @@ impl Default for Limits {
             fuel: 200_000_000,
             timeout_ms: 1_000,
             memory_bytes: 64 << 20,
+            stack_bytes: 512 << 10,
         }
     }
 }

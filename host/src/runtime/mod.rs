@@ -1,4 +1,5 @@
-//! The wasm component runtime: one engine, compiled plugins, pooled warm instances and every
+//! The wasm component runtime: one engine (per wasm stack limit), compiled plugins, pooled warm
+//! instances and every
 //! hook call under fuel, deadline and memory limits. It knows nothing of HTTP.
 //!
 //! Model: each plugin is compiled once (off the async runtime) and pre-instantiated
@@ -40,7 +41,7 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// Largest memory cap a plugin may be given, in bytes (a pool slot's size).
     pub max_memory_bytes: u64,
-    /// Wasm stack limit of every call, in bytes (engine-wide: wasmtime sets it per engine).
+    /// Largest wasm stack a plugin may be given with `limits.stack_kb`, in bytes.
     pub max_wasm_stack_bytes: usize,
     /// Idle warm instances kept per plugin; extra ones are retired.
     pub max_idle_per_plugin: usize,
@@ -55,7 +56,7 @@ impl Default for RuntimeOptions {
         Self {
             max_instances: 256,
             max_memory_bytes: 512 << 20,
-            max_wasm_stack_bytes: 512 << 10,
+            max_wasm_stack_bytes: 8 << 20,
             max_idle_per_plugin: 64,
             kv_max_bytes: 64 << 20,
             kv_max_value_bytes: 1 << 20,
@@ -66,7 +67,24 @@ impl Default for RuntimeOptions {
 /// A compiled component, ready to be loaded (cheap to clone). Keeping it lets a config-only
 /// change re-initialise a plugin without compiling it again.
 #[derive(Clone)]
-pub struct Compiled(Component);
+pub struct Compiled(Component, Arc<Flavor>);
+
+impl Compiled {
+    /// The wasm stack limit of the engine this was compiled for, in bytes.
+    pub fn stack_bytes(&self) -> usize {
+        self.1.stack_bytes
+    }
+}
+
+/// One engine configuration. wasmtime sets the wasm stack limit per engine, so each distinct
+/// per-plugin stack limit gets its own engine (with its own linker and cache key); plugins that
+/// keep the default share one.
+struct Flavor {
+    stack_bytes: usize,
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<cache::ComponentCache>,
+}
 
 impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,9 +94,9 @@ impl std::fmt::Debug for Compiled {
 
 /// The shared engine, linker and host services all plugins run on.
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<HostState>,
-    cache: Option<cache::ComponentCache>,
+    flavors: std::sync::Mutex<Vec<Arc<Flavor>>>,
+    cache_dir: Option<std::path::PathBuf>,
+    ticker: Arc<std::sync::Mutex<Vec<wasmtime::EngineWeak>>>,
     kv: Arc<KvStore>,
     options: RuntimeOptions,
 }
@@ -101,6 +119,36 @@ impl Runtime {
         options: RuntimeOptions,
         cache_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Arc<Self>> {
+        let ticker = Arc::new(std::sync::Mutex::new(Vec::new()));
+        spawn_epoch_ticker(ticker.clone());
+        let runtime = Self {
+            flavors: std::sync::Mutex::new(Vec::new()),
+            cache_dir: cache_dir.map(std::path::Path::to_path_buf),
+            ticker,
+            kv: Arc::new(KvStore::new(
+                options.kv_max_bytes,
+                options.kv_max_value_bytes,
+            )),
+            options,
+        };
+        // The default engine is created eagerly so a broken setup fails at startup.
+        runtime.flavor(Limits::default().stack_bytes)?;
+        Ok(Arc::new(runtime))
+    }
+
+    /// The engine for a wasm stack limit, created on first use.
+    fn flavor(&self, stack_bytes: usize) -> anyhow::Result<Arc<Flavor>> {
+        let mut flavors = self.flavors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = flavors.iter().find(|f| f.stack_bytes == stack_bytes) {
+            return Ok(found.clone());
+        }
+        if stack_bytes > self.options.max_wasm_stack_bytes {
+            anyhow::bail!(
+                "a wasm stack of {stack_bytes} bytes exceeds runtime.max_wasm_stack_bytes = {}",
+                self.options.max_wasm_stack_bytes
+            );
+        }
+        let options = &self.options;
         let mut pool = PoolingAllocationConfig::new();
         let instances = options.max_instances.max(1);
         pool.total_component_instances(instances)
@@ -119,10 +167,10 @@ impl Runtime {
         config
             .consume_fuel(true)
             .epoch_interruption(true)
-            .max_wasm_stack(options.max_wasm_stack_bytes)
+            .max_wasm_stack(stack_bytes)
             // Native headroom well above the wasm stack cap, so a guest overflow is a trap
             // and never overflows the host stack.
-            .async_stack_size(options.max_wasm_stack_bytes + (2 << 20))
+            .async_stack_size(stack_bytes + (2 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
             Engine::new(&config).map_err(|e| anyhow!("creating the wasm engine failed: {e}"))?;
@@ -133,24 +181,25 @@ impl Runtime {
         bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("linking the plugin imports failed: {e}"))?;
 
-        spawn_epoch_ticker(&engine);
-        let cache = cache_dir.and_then(|dir| {
+        let cache = self.cache_dir.as_deref().and_then(|dir| {
             cache::ComponentCache::new(dir.to_path_buf(), &engine)
                 .inspect_err(|err| {
                     tracing::warn!(dir = %dir.display(), "compiled-component cache disabled: {err:#}");
                 })
                 .ok()
         });
-        Ok(Arc::new(Self {
+        self.ticker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(engine.weak());
+        let flavor = Arc::new(Flavor {
+            stack_bytes,
             engine,
             linker,
             cache,
-            kv: Arc::new(KvStore::new(
-                options.kv_max_bytes,
-                options.kv_max_value_bytes,
-            )),
-            options,
-        }))
+        });
+        flavors.push(flavor.clone());
+        Ok(flavor)
     }
 
     /// The runtime settings.
@@ -166,7 +215,12 @@ impl Runtime {
     /// Compiles component bytes to machine code. CPU-heavy and blocking: call it off the async
     /// runtime (e.g. in `spawn_blocking`). Fails with a precise message for anything that is
     /// not a valid component (a core module, a truncated or non-wasm file).
-    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
+    pub fn compile(&self, bytes: &[u8], stack_bytes: usize) -> anyhow::Result<Compiled> {
+        let flavor = self.flavor(stack_bytes)?;
+        Self::compile_on(&flavor, bytes).map(|c| Compiled(c, flavor))
+    }
+
+    fn compile_on(flavor: &Flavor, bytes: &[u8]) -> anyhow::Result<Component> {
         if bytes.is_empty() {
             anyhow::bail!("the file is empty; expected a WebAssembly component");
         }
@@ -182,22 +236,27 @@ impl Runtime {
                  `wasm32-wasip2` or wrap it with `wasm-tools component new`"
             );
         }
-        Component::new(&self.engine, bytes)
-            .map(Compiled)
+        Component::new(&flavor.engine, bytes)
             .map_err(|e| anyhow!("invalid WebAssembly component: {e:#}"))
     }
 
     /// [`Runtime::compile`] through the on-disk cache when one is configured: a valid cached
     /// entry for these bytes (`sha256` is their hex sha256) skips compilation. Blocking.
-    pub fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<Compiled> {
-        let Some(cache) = &self.cache else {
-            return self.compile(bytes);
+    pub fn compile_cached(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+        stack_bytes: usize,
+    ) -> anyhow::Result<Compiled> {
+        let flavor = self.flavor(stack_bytes)?;
+        let Some(cache) = &flavor.cache else {
+            return Self::compile_on(&flavor, bytes).map(|c| Compiled(c, flavor.clone()));
         };
-        let (component, outcome) = cache.get_or_compile(&self.engine, sha256, bytes, |b| {
-            self.compile(b).map(|c| c.0)
+        let (component, outcome) = cache.get_or_compile(&flavor.engine, sha256, bytes, |b| {
+            Self::compile_on(&flavor, b)
         })?;
         tracing::debug!(sha256, ?outcome, "compiled component");
-        Ok(Compiled(component))
+        Ok(Compiled(component, flavor.clone()))
     }
 
     /// Links a compiled component against the plugin world, creates its first instance, reads
@@ -216,12 +275,23 @@ impl Runtime {
                 self.options.max_memory_bytes
             );
         }
-        let pre = self.linker.instantiate_pre(&compiled.0).map_err(|e| {
-            anyhow!(
-                "the component does not fit the gateway: {e:#}. Plugins may import only the \
+        if limits.stack_bytes != compiled.stack_bytes() {
+            anyhow::bail!(
+                "the component was compiled for a {} byte wasm stack but the plugin's limit is {}",
+                compiled.stack_bytes(),
+                limits.stack_bytes
+            );
+        }
+        let pre = compiled
+            .1
+            .linker
+            .instantiate_pre(&compiled.0)
+            .map_err(|e| {
+                anyhow!(
+                    "the component does not fit the gateway: {e:#}. Plugins may import only the \
                  wasmgate:plugin@0.1.0 interfaces and WASI 0.2"
-            )
-        })?;
+                )
+            })?;
         let pre = bindings::PluginPre::new(pre).map_err(|e| {
             anyhow!("the component does not export the wasmgate:plugin@0.1.0 `plugin` world: {e:#}")
         })?;
@@ -229,16 +299,20 @@ impl Runtime {
     }
 }
 
-/// Advances the engine's epoch every tick for as long as the engine lives. One thread for the
-/// whole process's plugins, holding only a weak handle.
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
+/// Advances the epoch of every engine each tick, for as long as the runtime lives: one thread
+/// for the whole process's plugins, holding only weak handles.
+fn spawn_epoch_ticker(engines: Arc<std::sync::Mutex<Vec<wasmtime::EngineWeak>>>) {
+    let runtime_alive = Arc::downgrade(&engines);
+    drop(engines);
     let spawned = thread::Builder::new()
         .name("wasm-epoch-ticker".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            while let Some(engines) = runtime_alive.upgrade() {
+                let weak = engines.lock().map(|e| e.clone()).unwrap_or_default();
+                drop(engines);
+                for engine in weak.iter().filter_map(wasmtime::EngineWeak::upgrade) {
+                    engine.increment_epoch();
+                }
                 thread::sleep(EPOCH_TICK);
             }
         });

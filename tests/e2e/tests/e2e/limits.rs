@@ -91,6 +91,25 @@ async fn unbounded_recursion_is_a_trap_not_a_crash() {
 }
 
 #[tokio::test]
+async fn a_per_plugin_stack_limit_applies_to_its_calls() {
+    let limits = LimitsConfig {
+        stack_kb: Some(64),
+        ..Default::default()
+    };
+    misbehave("recurse", limits, "plugin_stack_overflow", "stack").await;
+    let gw =
+        TestGateway::with_plugins(vec![with_limits(scripted("small", json!({})), limits)]).await;
+    let plugin = gw.plugin_status("small").await;
+    assert_eq!(plugin["limits"]["stack_kb"], 64, "{plugin}");
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(
+        status, 200,
+        "a small stack is enough for normal calls: {body}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_rust_shadow_stack_overflow_is_a_trap_with_a_hint() {
     misbehave(
         "recurse-shadow",
