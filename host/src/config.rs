@@ -32,6 +32,13 @@ pub struct Config {
     /// user); `null` disables it. Default: `$XDG_CACHE_HOME/wasmgate` or `~/.cache/wasmgate`.
     #[serde(default = "default_cache_dir")]
     pub cache_dir: Option<PathBuf>,
+    /// Bearer token for the admin API's mutating endpoints (`WASMGATE_ADMIN_TOKEN` overrides);
+    /// without one those endpoints are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// Largest component `POST /api/plugins` accepts, in bytes.
+    #[serde(default = "default_upload_limit")]
+    pub upload_limit_bytes: usize,
     /// Process-wide wasm runtime settings.
     #[serde(default)]
     pub runtime: RuntimeOptions,
@@ -169,6 +176,9 @@ fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .map(|base| base.join("wasmgate"))
 }
+fn default_upload_limit() -> usize {
+    64 << 20
+}
 fn default_body_limit() -> usize {
     4 << 20
 }
@@ -196,6 +206,8 @@ impl Default for Config {
             plugins_dir: default_plugins_dir(),
             body_limit_bytes: default_body_limit(),
             cache_dir: default_cache_dir(),
+            admin_token: None,
+            upload_limit_bytes: default_upload_limit(),
             runtime: RuntimeOptions::default(),
             limits: LimitsConfig::default(),
             providers: default_providers(),
@@ -242,7 +254,9 @@ impl Config {
         Ok(config)
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
+    /// Resolves relative paths (plugins dir, cache dir, plugin paths) against `base`, the
+    /// config file's directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
         if self.plugins_dir.is_relative() {
             self.plugins_dir = base.join(&self.plugins_dir);
         }

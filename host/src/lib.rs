@@ -5,6 +5,7 @@
 //! provider ([`providers`]) -> post-hooks -> HTTP. Plugins run in the wasm [`runtime`], which
 //! knows nothing of HTTP; providers know nothing of plugins.
 
+pub mod admin;
 pub mod api;
 pub mod chat;
 pub mod config;
@@ -37,20 +38,35 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Builds the gateway from a config that did not come from a file (tests, embedding): the
+    /// admin API can then upload, reload and delete plugins but not persist settings.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_from(config, reload::ConfigSource::default()).await
+    }
+
     /// Builds the gateway: creates the runtime and providers and loads every plugin. A plugin
     /// that fails to load is logged and reported by the admin API; it never stops the gateway.
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+    /// `source` is where `config` came from, so reloads and the admin API can read and write it.
+    pub async fn build_from(config: &Config, source: reload::ConfigSource) -> anyhow::Result<Self> {
         config.validate()?;
         let runtime = Runtime::new(config.runtime, config.cache_dir.as_deref())?;
         let providers = Arc::new(Providers::from_config(&config.providers)?);
         let registry = Arc::new(Registry::new(runtime));
         registry.reconcile(config).await;
         let pipeline = Arc::new(Pipeline::new(registry.clone(), providers));
+        let admin = Arc::new(admin::Admin::new(
+            registry.clone(),
+            source.clone(),
+            config.clone(),
+        ));
         Ok(Self {
             state: api::AppState {
                 pipeline,
                 registry,
+                admin,
+                source,
                 body_limit: config.body_limit_bytes,
+                upload_limit: config.upload_limit_bytes,
             },
         })
     }
@@ -60,14 +76,10 @@ impl Gateway {
         &self.state.registry
     }
 
-    /// Starts hot reload: changes to the plugins directory and the config file of `source` are
-    /// applied while the gateway serves. Dropping the returned watcher stops it.
-    pub fn watch(
-        &self,
-        source: reload::ConfigSource,
-        config: Config,
-    ) -> anyhow::Result<reload::Watcher> {
-        reload::watch(self.state.registry.clone(), source, config)
+    /// Starts hot reload: changes to the plugins directory and the config file are applied while
+    /// the gateway serves. Dropping the returned watcher stops it.
+    pub async fn watch(&self) -> anyhow::Result<reload::Watcher> {
+        reload::watch(self.state.admin.clone(), &self.state.source).await
     }
 
     /// The HTTP routes.

@@ -46,8 +46,8 @@ async fn main() -> anyhow::Result<()> {
         listen: cli.listen,
     };
     let config = source.load()?;
-    let gateway = Gateway::build(&config).await?;
-    let _watcher = gateway.watch(source, config.clone())?;
+    let gateway = Gateway::build_from(&config, source).await?;
+    let _watcher = gateway.watch().await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -201,6 +201,12 @@ impl Registry {
     /// replaced. A plugin that fails to load never stops the others; if it had a good version,
     /// that version keeps serving.
     pub async fn reconcile(&self, config: &Config) {
+        self.reconcile_forcing(config, None).await;
+    }
+
+    /// [`reconcile`](Self::reconcile), reloading plugin `force` even if nothing about it
+    /// changed (and retrying it even if the same input failed before).
+    pub async fn reconcile_forcing(&self, config: &Config, force: Option<&str>) {
         let _one_at_a_time = self.reconciling.lock().await;
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
@@ -211,8 +217,9 @@ impl Registry {
         let mut retired = Vec::new();
         for (order, (settings, file)) in plan(config).into_iter().enumerate() {
             let prev = old.entries.iter().find(|e| e.name == settings.name);
+            let forced = force == Some(settings.name.as_str());
             let entry = self
-                .reconcile_one(prev, settings, file, order, defaults)
+                .reconcile_one(prev, settings, file, order, defaults, forced)
                 .await;
             if let Some(old_plugin) = prev.and_then(|p| p.plugin.as_ref())
                 && !entry
@@ -268,6 +275,7 @@ impl Registry {
         file: PathBuf,
         order: usize,
         defaults: Limits,
+        forced: bool,
     ) -> PluginEntry {
         let limits = settings.limits.apply(defaults);
         let mut entry = PluginEntry {
@@ -306,6 +314,7 @@ impl Registry {
         let sha = sha256_hex(&bytes);
         let serving = prev.filter(|p| p.plugin.is_some());
         if let Some(prev) = serving
+            && !forced
             && prev.sha256.as_deref() == Some(sha.as_str())
             && prev.settings == settings
             && prev.file == entry.file
@@ -317,6 +326,7 @@ impl Registry {
             };
         }
         if let Some(prev) = prev
+            && !forced
             && prev.failed.as_ref() == Some(&(sha.clone(), settings.clone()))
         {
             // This exact input already failed; keep the recorded outcome.

@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
+use crate::admin::Admin;
 use crate::config::Config;
-use crate::registry::Registry;
 
 /// How long the watched paths must be quiet before a reconcile.
 const QUIET: Duration = Duration::from_millis(250);
@@ -40,13 +40,18 @@ impl ConfigSource {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        self.apply_overrides(&mut config);
+        Ok(config)
+    }
+
+    /// Applies the command-line overrides to a config read from the file.
+    pub fn apply_overrides(&self, config: &mut Config) {
         if let Some(dir) = &self.plugins_dir {
             config.plugins_dir = dir.clone();
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
-        Ok(config)
     }
 }
 
@@ -80,14 +85,11 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     a == b || a.canonicalize().ok() == b.canonicalize().ok()
 }
 
-/// Starts watching `config.plugins_dir` (created if missing) and the config file of `source`,
-/// reconciling `registry` after each quiet burst of changes. `config` is the configuration in
-/// force; an invalid new config file is logged and the last good one stays in force.
-pub fn watch(
-    registry: Arc<Registry>,
-    source: ConfigSource,
-    config: Config,
-) -> anyhow::Result<Watcher> {
+/// Starts watching the plugins directory (created if missing) and the config file, re-reading
+/// the config and reconciling after each quiet burst of changes; an invalid new config file is
+/// logged and the last good one stays in force.
+pub async fn watch(admin: Arc<Admin>, source: &ConfigSource) -> anyhow::Result<Watcher> {
+    let config = admin.config().await;
     let plugins_dir = config.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("creating the plugins directory {}", plugins_dir.display()))?;
@@ -118,7 +120,7 @@ pub fn watch(
             .with_context(|| format!("watching {}", dir.display()))?;
     }
     tracing::info!(plugins_dir = %plugins_dir.display(), config = ?config_file, "watching for plugin and config changes");
-    let task = tokio::spawn(run(registry, source, config, rx));
+    let task = tokio::spawn(run(admin, plugins_dir, config_file, rx));
     Ok(Watcher {
         _watcher: watcher,
         task,
@@ -126,18 +128,18 @@ pub fn watch(
 }
 
 async fn run(
-    registry: Arc<Registry>,
-    source: ConfigSource,
-    mut config: Config,
+    admin: Arc<Admin>,
+    plugins_dir: PathBuf,
+    config_file: Option<PathBuf>,
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut any = relevant(&first, &config.plugins_dir, source.file.as_deref());
+        let mut any = relevant(&first, &plugins_dir, config_file.as_deref());
         let started = tokio::time::Instant::now();
         loop {
             match tokio::time::timeout(QUIET, rx.recv()).await {
                 Ok(Some(path)) => {
-                    any |= relevant(&path, &config.plugins_dir, source.file.as_deref());
+                    any |= relevant(&path, &plugins_dir, config_file.as_deref());
                     if started.elapsed() > MAX_DELAY {
                         break;
                     }
@@ -146,25 +148,8 @@ async fn run(
                 Err(_quiet) => break,
             }
         }
-        if !any {
-            continue;
+        if any {
+            admin.reload_from_source().await;
         }
-        match source.load() {
-            Ok(next) => {
-                if next.listen != config.listen {
-                    tracing::warn!(old = %config.listen, new = %next.listen, "`listen` changed in the config; restart the gateway to apply it");
-                }
-                if next.plugins_dir != config.plugins_dir {
-                    tracing::warn!(
-                        "`plugins_dir` changed in the config; restart the gateway to watch the new directory"
-                    );
-                }
-                config = next;
-            }
-            Err(err) => {
-                tracing::error!("the config file is invalid, keeping the last good one: {err:#}");
-            }
-        }
-        registry.reconcile(&config).await;
     }
 }

@@ -25,8 +25,14 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// The plugin registry (admin API).
     pub registry: Arc<Registry>,
+    /// Plugin management (admin API mutations).
+    pub admin: Arc<crate::admin::Admin>,
+    /// Where the config came from.
+    pub source: crate::reload::ConfigSource,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Largest accepted plugin upload, in bytes.
+    pub upload_limit: usize,
 }
 
 /// The gateway's routes.
@@ -34,8 +40,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
-        .route("/api/plugins", get(plugins::list))
-        .route("/api/plugins/{name}", get(plugins::show))
+        .route("/api/plugins", get(plugins::list).post(plugins::upload))
+        .route(
+            "/api/plugins/{name}",
+            get(plugins::show)
+                .put(plugins::update)
+                .delete(plugins::delete),
+        )
+        .route("/api/plugins/{name}/reload", post(plugins::reload))
         .route("/health", get(health))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,14 +1,51 @@
-//! The admin API's read side: `GET /api/plugins` and `GET /api/plugins/{name}`.
+//! The admin API: `GET /api/plugins[/{name}]` to watch plugins, and the token-protected
+//! mutations `PUT /api/plugins/{name}`, `POST /api/plugins` (upload), `POST
+//! /api/plugins/{name}/reload` and `DELETE /api/plugins/{name}`.
 
 use std::time::UNIX_EPOCH;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
+use crate::admin::{AdminError, PluginPatch};
 use crate::error::GatewayError;
 use crate::registry::PluginEntry;
+
+impl From<AdminError> for ApiError {
+    fn from(err: AdminError) -> Self {
+        let (status, kind, code) = match &err {
+            AdminError::Disabled => (403, "permission_error", "admin_disabled"),
+            AdminError::Unauthorized => (401, "authentication_error", "invalid_admin_token"),
+            AdminError::NotFound(_) => (404, "invalid_request_error", "plugin_not_found"),
+            AdminError::Invalid(_) => (400, "invalid_request_error", "invalid_request"),
+            AdminError::Rejected(_) => (422, "invalid_request_error", "plugin_rejected"),
+            AdminError::NoConfigFile => (409, "invalid_request_error", "no_config_file"),
+            AdminError::Io(_) => (500, "server_error", "admin_io_error"),
+        };
+        ApiError(
+            GatewayError::new(status, err.to_string())
+                .with_kind(kind)
+                .with_code(code),
+        )
+    }
+}
+
+/// Checks the bearer token of a mutating request.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    state.admin.authorize(token).map_err(ApiError::from)
+}
 
 fn describe(e: &PluginEntry) -> Value {
     let plugin = e.plugin.as_ref();
@@ -60,4 +97,128 @@ pub(super) async fn show(
                 "plugin_not_found",
             ))
         })
+}
+
+/// `PUT /api/plugins/{name}`: change config, enabled, order, limits, policy or version.
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let bytes = to_bytes(body, 1 << 20).await.map_err(|e| {
+        GatewayError::new(
+            413,
+            format!("the settings body is too large or unreadable: {e}"),
+        )
+        .with_code("request_too_large")
+    })?;
+    let patch: PluginPatch = serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::invalid_request(format!(
+            "invalid settings: {e}; send a JSON object with any of config, enabled, order, \
+             limits, policy, version"
+        ))
+    })?;
+    let entry = state.admin.update(&name, patch).await?;
+    Ok(Json(describe(&entry)))
+}
+
+/// Query of `POST /api/plugins`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct UploadQuery {
+    name: Option<String>,
+}
+
+/// `POST /api/plugins?name=NAME`: upload a component (raw body, or multipart with a `file` part
+/// and an optional `name` field).
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let too_large = |e: axum::Error| {
+        ApiError(
+            GatewayError::new(
+                413,
+                format!(
+                    "the upload exceeds the {} byte limit (upload_limit_bytes) or could not be read: {e}",
+                    state.upload_limit
+                ),
+            )
+            .with_code("upload_too_large"),
+        )
+    };
+    let bytes = to_bytes(body, state.upload_limit)
+        .await
+        .map_err(too_large)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (name, component) = if content_type.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(content_type).map_err(|e| {
+            GatewayError::invalid_request(format!("invalid multipart content type: {e}"))
+        })?;
+        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let (mut name, mut file) = (query.name, None);
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| GatewayError::invalid_request(format!("invalid multipart body: {e}")))?
+        {
+            match field.name() {
+                Some("file") => {
+                    let data = field.bytes().await.map_err(|e| {
+                        GatewayError::invalid_request(format!("invalid multipart file part: {e}"))
+                    })?;
+                    file = Some(data.to_vec());
+                }
+                Some("name") => {
+                    name = Some(field.text().await.map_err(|e| {
+                        GatewayError::invalid_request(format!("invalid multipart name field: {e}"))
+                    })?);
+                }
+                _ => {}
+            }
+        }
+        let file = file.ok_or_else(|| {
+            GatewayError::invalid_request("the multipart body has no `file` part")
+        })?;
+        (name, file)
+    } else {
+        (query.name, bytes.to_vec())
+    };
+    let name = name.ok_or_else(|| {
+        GatewayError::invalid_request(
+            "name the plugin: POST /api/plugins?name=NAME (or a multipart `name` field)",
+        )
+    })?;
+    let entry = state.admin.upload(&name, component).await?;
+    Ok((StatusCode::CREATED, Json(describe(&entry))))
+}
+
+/// `POST /api/plugins/{name}/reload`: reload from the file even if nothing changed.
+pub(super) async fn reload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let entry = state.admin.reload(&name).await?;
+    Ok(Json(describe(&entry)))
+}
+
+/// `DELETE /api/plugins/{name}`: unload, remove the file and the config entry.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    state.admin.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

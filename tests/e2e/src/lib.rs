@@ -98,8 +98,11 @@ impl TestGateway {
     /// Starts a gateway from `source` (a config file and overrides) with hot reload on.
     pub async fn start_watching(source: ConfigSource, dir: tempfile::TempDir) -> Self {
         let config = source.load().expect("valid config");
-        let mut gw = Self::start(config.clone(), dir).await;
-        gw.watcher = Some(gw.gateway.watch(source, config).expect("watcher starts"));
+        let gateway = Gateway::build_from(&config, source)
+            .await
+            .expect("gateway builds");
+        let mut gw = Self::serve(gateway, dir).await;
+        gw.watcher = Some(gw.gateway.watch().await.expect("watcher starts"));
         gw
     }
 
@@ -123,6 +126,10 @@ impl TestGateway {
     /// Starts a gateway from a full config.
     pub async fn start(config: Config, dir: tempfile::TempDir) -> Self {
         let gateway = Gateway::build(&config).await.expect("gateway builds");
+        Self::serve(gateway, dir).await
+    }
+
+    async fn serve(gateway: Gateway, dir: tempfile::TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

@@ -2,6 +2,7 @@
 //! source, HTTP through reqwest. One test binary, so wasmtime is linked once.
 #![expect(clippy::expect_used, reason = "tests and their helpers fail loudly")]
 
+mod admin;
 mod examples;
 mod http;
 mod limits;
