@@ -33,6 +33,8 @@ pub enum Status {
     Failed,
     /// Disabled in the config.
     Disabled,
+    /// Seen for the first time and being compiled and initialised.
+    Loading,
 }
 
 /// One plugin as the registry knows it, loaded or not.
@@ -71,6 +73,34 @@ pub struct PluginEntry {
     /// The (sha256, settings) of the latest failed attempt, so the same broken input is not
     /// retried on every reconcile.
     failed: Option<(String, PluginConfig)>,
+}
+
+impl PluginEntry {
+    fn blank(
+        settings: &PluginConfig,
+        file: PathBuf,
+        order: usize,
+        limits: Limits,
+        status: Status,
+    ) -> Self {
+        Self {
+            name: settings.name.clone(),
+            file,
+            sha256: None,
+            status,
+            error: None,
+            order,
+            limits,
+            policy: settings.policy,
+            version: settings.version,
+            loaded_at: SystemTime::now(),
+            settings: settings.clone(),
+            compiles: 0,
+            plugin: None,
+            compiled: None,
+            failed: None,
+        }
+    }
 }
 
 /// One link of the chain the pipeline runs.
@@ -215,7 +245,26 @@ impl Registry {
         let defaults = config.plugin_defaults();
         let mut entries = Vec::new();
         let mut retired = Vec::new();
-        for (order, (settings, file)) in plan(config).into_iter().enumerate() {
+        let plan = plan(config);
+        let fresh: Vec<PluginEntry> = plan
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| s.enabled && !old.entries.iter().any(|e| e.name == s.name))
+            .map(|(order, (s, file))| {
+                let limits = s.limits.apply(defaults);
+                PluginEntry::blank(s, file.clone(), order, limits, Status::Loading)
+            })
+            .collect();
+        if !fresh.is_empty() {
+            // Show new plugins as loading while they compile; the chain is unchanged.
+            let mut entries = old.entries.clone();
+            entries.extend(fresh);
+            self.current.store(Arc::new(Snapshot {
+                entries,
+                chain: old.chain.clone(),
+            }));
+        }
+        for (order, (settings, file)) in plan.into_iter().enumerate() {
             let prev = old.entries.iter().find(|e| e.name == settings.name);
             let forced = force == Some(settings.name.as_str());
             let entry = self
@@ -278,23 +327,8 @@ impl Registry {
         forced: bool,
     ) -> PluginEntry {
         let limits = settings.limits.apply(defaults);
-        let mut entry = PluginEntry {
-            name: settings.name.clone(),
-            file,
-            sha256: None,
-            status: Status::Disabled,
-            error: None,
-            order,
-            limits,
-            policy: settings.policy,
-            version: settings.version,
-            loaded_at: SystemTime::now(),
-            settings: settings.clone(),
-            compiles: prev.map_or(0, |p| p.compiles),
-            plugin: None,
-            compiled: None,
-            failed: None,
-        };
+        let mut entry = PluginEntry::blank(&settings, file, order, limits, Status::Disabled);
+        entry.compiles = prev.map_or(0, |p| p.compiles);
         if !settings.enabled {
             if prev.is_some_and(|p| p.status != Status::Disabled) {
                 tracing::info!(plugin = settings.name, "plugin disabled in config");

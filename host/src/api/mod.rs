@@ -100,6 +100,7 @@ async fn health(
             "active": count(Status::Active),
             "failed": count(Status::Failed),
             "disabled": count(Status::Disabled),
+            "loading": count(Status::Loading),
         }
     }))
 }

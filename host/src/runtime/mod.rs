@@ -14,6 +14,7 @@ mod host;
 mod limits;
 mod output;
 mod plugin;
+mod stats;
 
 use std::sync::Arc;
 use std::thread;
@@ -25,7 +26,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use failure::{FailureKind, HookFailure};
 pub use limits::Limits;
-pub use plugin::{LoadedPlugin, PluginInstance, PluginStats, StatsSnapshot};
+pub use plugin::{LoadedPlugin, PluginInstance};
+pub use stats::{PluginStats, StatsSnapshot};
 
 use crate::kv::KvStore;
 use host::HostState;

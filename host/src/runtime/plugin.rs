@@ -1,7 +1,7 @@
 //! A loaded plugin (compiled, pre-instantiated, with its pool of warm instances and live
 //! counters) and a checked-out instance whose hook calls run under the plugin's limits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,87 +13,10 @@ use super::bindings::{self, Plugin, PluginPre};
 use super::failure::{FailureKind, HookFailure};
 use super::host::HostState;
 use super::limits::Limits;
+use super::stats::{PluginStats, StatsSnapshot};
 use crate::chat::ChatRequest;
 use crate::context::RequestContext;
 use crate::hooks::{Hook, HookSet, HttpRequest, Outcome, PreOutcome, TransportOutcome};
-
-/// Live counters of one loaded plugin, updated lock-free on every call.
-#[derive(Debug, Default)]
-pub struct PluginStats {
-    calls: AtomicU64,
-    guest_errors: AtomicU64,
-    traps: AtomicU64,
-    limit_hits: AtomicU64,
-    invalid_outputs: AtomicU64,
-    busy_nanos: AtomicU64,
-    fuel_used: AtomicU64,
-    instances_created: AtomicU64,
-}
-
-/// A point-in-time copy of [`PluginStats`].
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct StatsSnapshot {
-    /// Hook calls made (init and cleanup included).
-    pub calls: u64,
-    /// Calls that returned `err`.
-    pub guest_errors: u64,
-    /// Calls that trapped.
-    pub traps: u64,
-    /// Calls stopped by fuel, deadline, memory or stack limits.
-    pub limit_hits: u64,
-    /// Calls that returned unusable values.
-    pub invalid_outputs: u64,
-    /// Mean wall-clock time of a call, in microseconds.
-    pub mean_call_us: f64,
-    /// Fuel burned by all calls.
-    pub fuel_used: u64,
-    /// Instances created (each ran `init` once).
-    pub instances_created: u64,
-}
-
-impl PluginStats {
-    fn record(&self, elapsed: Duration, fuel: u64, failure: Option<FailureKind>) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.busy_nanos.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.fuel_used.fetch_add(fuel, Ordering::Relaxed);
-        let counter = match failure {
-            None | Some(FailureKind::Instantiate) => return,
-            Some(FailureKind::GuestError) => &self.guest_errors,
-            Some(FailureKind::InvalidOutput) => &self.invalid_outputs,
-            Some(FailureKind::Trap) => &self.traps,
-            Some(
-                FailureKind::OutOfFuel
-                | FailureKind::Deadline
-                | FailureKind::MemoryLimit
-                | FailureKind::StackOverflow,
-            ) => &self.limit_hits,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Reads the counters.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let calls = self.calls.load(Ordering::Relaxed);
-        let busy = self.busy_nanos.load(Ordering::Relaxed);
-        StatsSnapshot {
-            calls,
-            guest_errors: self.guest_errors.load(Ordering::Relaxed),
-            traps: self.traps.load(Ordering::Relaxed),
-            limit_hits: self.limit_hits.load(Ordering::Relaxed),
-            invalid_outputs: self.invalid_outputs.load(Ordering::Relaxed),
-            mean_call_us: if calls == 0 {
-                0.0
-            } else {
-                busy as f64 / calls as f64 / 1000.0
-            },
-            fuel_used: self.fuel_used.load(Ordering::Relaxed),
-            instances_created: self.instances_created.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// A plugin that compiled, linked and initialised: the unit the pipeline runs.
 pub struct LoadedPlugin {

@@ -56,7 +56,7 @@ async fn broken_files_are_reported_and_everything_else_serves() {
     assert_eq!(status, 200);
     assert_eq!(
         health["plugins"],
-        json!({"active": 1, "failed": 4, "disabled": 0})
+        json!({"active": 1, "failed": 4, "disabled": 0, "loading": 0})
     );
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");
