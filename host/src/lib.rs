@@ -5,6 +5,8 @@
 //! provider ([`providers`]) -> post-hooks -> HTTP. Plugins run in the wasm [`runtime`], which
 //! knows nothing of HTTP; providers know nothing of plugins.
 
+#![deny(missing_docs)]
+
 pub mod admin;
 pub mod api;
 pub mod chat;

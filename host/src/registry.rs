@@ -221,6 +221,13 @@ impl Registry {
         self.current.load().entries.clone()
     }
 
+    /// Replaced or removed versions still draining their in-flight requests.
+    pub fn draining(&self) -> usize {
+        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        retiring.retain(|p| p.busy_instances() > 0);
+        retiring.len()
+    }
+
     /// A receiver of the reconcile generation, bumped after every reconcile.
     pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()

@@ -249,6 +249,18 @@ fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// Resident memory of this (whole test) process, in MiB.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
 #[tokio::test]
 async fn two_hundred_replace_cycles_leave_no_growth() {
     let gw = managed(json!([]), json!({})).await;
@@ -264,17 +276,28 @@ async fn two_hundred_replace_cycles_leave_no_growth() {
         assert_eq!(status, 200, "{resp}");
         assert_eq!(resp["stamp_post"], ["v1", "v2"][cycle % 2]);
         if cycle == 20 {
-            baseline = Some(open_fds());
+            baseline = Some((open_fds(), rss_mib()));
         }
     }
     let plugin = gw.plugin_status("stamp").await;
     assert_eq!(plugin["idle_instances"], 1, "{plugin}");
     assert_eq!(plugin["busy_instances"], 0, "{plugin}");
-    let fds = open_fds();
-    let baseline = baseline.unwrap_or(fds);
+    assert_eq!(
+        gw.gateway.registry().draining(),
+        0,
+        "no replaced version is left behind"
+    );
+    let (fds, rss) = (open_fds(), rss_mib());
+    let (base_fds, base_rss) = baseline.unwrap_or((fds, rss));
     assert!(
-        fds <= baseline + 8,
-        "file handles grew from {baseline} to {fds}"
+        fds <= base_fds + 8,
+        "file handles grew from {base_fds} to {fds}"
+    );
+    // Each leaked version would keep its compiled code and instance memory (MiBs); 180 leaks
+    // would be far beyond this bound, which leaves room for other tests in this process.
+    assert!(
+        rss <= base_rss + 256,
+        "memory grew from {base_rss} MiB to {rss} MiB"
     );
     let kv = gw.gateway.registry().runtime().kv().clone();
     gw.stop().await;
