@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use serde_json::json;
-use tracing_subscriber::EnvFilter;
 use wasmgate::Gateway;
 use wasmgate::config::{Config, PluginConfig};
 
@@ -21,12 +20,7 @@ fn plugin(name: &str, path: &str, config: serde_json::Value) -> PluginConfig {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    wasmgate::init_logging();
     let mut config = Config::default();
     if let Ok(listen) = std::env::var("WASMGATE_LISTEN") {
         config.listen = listen.parse::<SocketAddr>().with_context(|| {

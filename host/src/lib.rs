@@ -106,6 +106,18 @@ impl Gateway {
     }
 }
 
+/// Sets up logging to stdout: level from `RUST_LOG` (default `info`), colours only on a
+/// terminal.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -233,3 +233,12 @@ pub fn content_of(body: &Value) -> &str {
         .and_then(Value::as_str)
         .unwrap_or_default()
 }
+
+/// The integer a plugin keeps under `key` in its key-value namespace (0 when absent); the test
+/// plugins count their inits and cleanups this way.
+pub fn kv_counter(kv: &wasmgate::kv::KvStore, plugin: &str, key: &str) -> u64 {
+    kv.get(plugin, key)
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -301,12 +301,7 @@ async fn two_hundred_replace_cycles_leave_no_growth() {
     );
     let kv = gw.gateway.registry().runtime().kv().clone();
     gw.stop().await;
-    let count = |key: &str| -> u64 {
-        kv.get("stamp", key)
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    };
+    let count = |key: &str| wasmgate_e2e::kv_counter(&kv, "stamp", key);
     let (inits, cleanups) = (
         count("inits:v1") + count("inits:v2"),
         count("cleanups:v1") + count("cleanups:v2"),

@@ -209,12 +209,7 @@ async fn concurrent_requests_use_separate_instances_and_cleanup_runs_once_per_in
     );
     let kv = gw.gateway.registry().runtime().kv().clone();
     gw.stop().await;
-    let count = |key: &str| -> u64 {
-        kv.get("A", key)
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    };
+    let count = |key: &str| wasmgate_e2e::kv_counter(&kv, "A", key);
     assert_eq!(count("inits"), created, "init ran once per instance");
     assert_eq!(
         count("cleanups"),

@@ -32,13 +32,6 @@ fn config_file(dir: &Path, config: &Value) -> ConfigSource {
     }
 }
 
-fn kv_count(kv: &wasmgate::kv::KvStore, key: &str) -> u64 {
-    kv.get("stamp", key)
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_replace_break_fix_remove_under_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -133,8 +126,8 @@ async fn drop_replace_break_fix_remove_under_load_loses_nothing() {
     gw.stop().await;
     for v in ["v1", "v2"] {
         let (inits, cleanups) = (
-            kv_count(&kv, &format!("inits:{v}")),
-            kv_count(&kv, &format!("cleanups:{v}")),
+            wasmgate_e2e::kv_counter(&kv, "stamp", &format!("inits:{v}")),
+            wasmgate_e2e::kv_counter(&kv, "stamp", &format!("cleanups:{v}")),
         );
         assert!(inits > 0, "{v} was instantiated");
         assert_eq!(inits, cleanups, "cleanup ran exactly once per {v} instance");
