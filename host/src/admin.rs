@@ -288,19 +288,26 @@ impl Admin {
         let limits = settings.limits.apply(config.plugin_defaults());
         let runtime = self.registry.runtime().clone();
         let trial = bytes.clone();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let started = std::time::Instant::now();
+        let sha_for_compile = sha.clone();
+        let refused = |e: anyhow::Error| {
+            let message = format!("the upload was refused: {e:#}");
+            tracing::error!(plugin = name, new_sha256 = sha, ms = started.elapsed().as_millis() as u64, "{message}");
+            AdminError::Rejected(message)
+        };
         let compiled = tokio::task::spawn_blocking(move || {
-            let sha = hex::encode(Sha256::digest(&trial));
-            runtime.compile_cached(&sha, &trial, limits.stack_bytes)
+            runtime.compile_cached(&sha_for_compile, &trial, limits.stack_bytes)
         })
         .await
         .map_err(|e| AdminError::Io(e.into()))?
-        .map_err(|e| AdminError::Rejected(format!("the upload was refused: {e:#}")))?;
+        .map_err(refused)?;
         let plugin = self
             .registry
             .runtime()
             .load(name, &compiled, settings.config.to_string(), limits)
             .await
-            .map_err(|e| AdminError::Rejected(format!("the upload was refused: {e:#}")))?;
+            .map_err(refused)?;
         plugin.retire().await;
         let file = settings
             .path
