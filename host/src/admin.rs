@@ -66,6 +66,8 @@ pub struct PluginPatch {
     pub policy: Option<FailurePolicy>,
     /// New version (raising it forces a reload).
     pub version: Option<u32>,
+    /// New quarantine policy.
+    pub quarantine: Option<crate::runtime::QuarantinePolicy>,
 }
 
 /// The admin operations, serialised with the file watcher's reloads.
@@ -268,6 +270,7 @@ impl Admin {
             set("limits", patch.limits.map(|l| serde_json::json!(l)));
             set("policy", patch.policy.map(|p| serde_json::json!(p)));
             set("version", patch.version.map(|v| serde_json::json!(v)));
+            set("quarantine", patch.quarantine.map(|q| serde_json::json!(q)));
         }
         let at = patch.order.unwrap_or(index).min(list.len());
         list.insert(at, item);
@@ -293,7 +296,12 @@ impl Admin {
         let sha_for_compile = sha.clone();
         let refused = |e: anyhow::Error| {
             let message = format!("the upload was refused: {e:#}");
-            tracing::error!(plugin = name, new_sha256 = sha, ms = started.elapsed().as_millis() as u64, "{message}");
+            tracing::error!(
+                plugin = name,
+                new_sha256 = sha,
+                ms = started.elapsed().as_millis() as u64,
+                "{message}"
+            );
             AdminError::Rejected(message)
         };
         let compiled = tokio::task::spawn_blocking(move || {
@@ -305,7 +313,13 @@ impl Admin {
         let plugin = self
             .registry
             .runtime()
-            .load(name, &compiled, settings.config.to_string(), limits)
+            .load(
+                name,
+                &compiled,
+                settings.config.to_string(),
+                limits,
+                settings.quarantine,
+            )
             .await
             .map_err(refused)?;
         plugin.retire().await;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::providers::{MockConfig, ProviderConfig};
-use crate::runtime::{Limits, RuntimeOptions};
+use crate::runtime::{Limits, QuarantinePolicy, RuntimeOptions};
 
 /// The address the gateway listens on when nothing else is configured (loopback only).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -147,6 +147,9 @@ pub struct PluginConfig {
     /// Limit overrides.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// When repeated failures take the plugin out of service for a while.
+    #[serde(default)]
+    pub quarantine: QuarantinePolicy,
 }
 
 impl PluginConfig {
@@ -160,6 +163,7 @@ impl PluginConfig {
             config: empty_object(),
             policy: FailurePolicy::default(),
             limits: LimitsConfig::default(),
+            quarantine: QuarantinePolicy::default(),
         }
     }
 }

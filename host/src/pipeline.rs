@@ -22,10 +22,12 @@ use crate::chat::ChatRequest;
 use crate::config::FailurePolicy;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::hooks::{Headers, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome};
+use crate::hooks::{
+    Headers, Hook, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome,
+};
 use crate::providers::Providers;
 use crate::registry::{Chain, Link, Registry};
-use crate::runtime::{HookFailure, PluginInstance};
+use crate::runtime::{FailureKind, HookFailure, PluginInstance};
 
 /// Runs requests through the active chain and the providers.
 #[derive(Debug)]
@@ -71,10 +73,11 @@ impl Session {
     }
 
     /// Checks out (once per request) the instance of link `i`, runs `call` on it, and puts it
-    /// back unless the call broke it.
+    /// back unless the call broke it. A quarantined plugin is refused before anything runs.
     async fn with_instance<T>(
         &mut self,
         i: usize,
+        hook: Hook,
         call: impl AsyncFnOnce(
             &Link,
             &mut PluginInstance,
@@ -82,6 +85,7 @@ impl Session {
         ) -> Result<T, HookFailure>,
     ) -> Result<T, HookFailure> {
         let link = &self.chain.links[i];
+        link.plugin.admit(hook)?;
         let mut instance = match self.slots[i].take() {
             Some(instance) => instance,
             None => link.plugin.checkout().await?,
@@ -109,7 +113,12 @@ impl Drop for Session {
 
 /// The error a client gets when a `fail-closed` plugin fails.
 fn plugin_error(failure: &HookFailure) -> GatewayError {
-    GatewayError::new(500, failure.to_string())
+    let status = if failure.kind == FailureKind::Quarantined {
+        503
+    } else {
+        500
+    };
+    GatewayError::new(status, failure.to_string())
         .with_kind("plugin_error")
         .with_code(failure.kind.code())
         .no_fallbacks()
@@ -169,9 +178,13 @@ impl Pipeline {
                 continue;
             }
             let result = session
-                .with_instance(i, async |link, instance, ctx| {
-                    link.plugin.transport_interceptor(instance, ctx, &req).await
-                })
+                .with_instance(
+                    i,
+                    Hook::TransportInterceptor,
+                    async |link, instance, ctx| {
+                        link.plugin.transport_interceptor(instance, ctx, &req).await
+                    },
+                )
                 .await;
             match result {
                 Ok(TransportOutcome::Pass) => {}
@@ -233,7 +246,7 @@ impl Pipeline {
                 continue;
             }
             let result = session
-                .with_instance(i, async |link, instance, ctx| {
+                .with_instance(i, Hook::PreHook, async |link, instance, ctx| {
                     link.plugin.pre_hook(instance, ctx, &req).await
                 })
                 .await;
@@ -270,7 +283,7 @@ impl Pipeline {
                 continue;
             }
             let result = session
-                .with_instance(i, async |link, instance, ctx| {
+                .with_instance(i, Hook::PostHook, async |link, instance, ctx| {
                     link.plugin.post_hook(instance, ctx, &outcome).await
                 })
                 .await;

@@ -460,7 +460,13 @@ impl Registry {
         };
         let plugin = self
             .runtime
-            .load(name, &compiled, settings.config.to_string(), limits)
+            .load(
+                name,
+                &compiled,
+                settings.config.to_string(),
+                limits,
+                settings.quarantine,
+            )
             .await?;
         Ok((plugin, compiled))
     }

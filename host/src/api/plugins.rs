@@ -71,6 +71,8 @@ fn describe(e: &PluginEntry) -> Value {
         "hooks": plugin.map(|p| p.hooks()),
         "idle_instances": plugin.map(|p| p.idle_instances()),
         "stats": plugin.map(|p| p.stats()),
+        "quarantine": plugin.map(|p| p.quarantine()),
+        "quarantine_policy": e.settings.quarantine,
     })
 }
 

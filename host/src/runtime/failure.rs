@@ -27,12 +27,17 @@ pub enum FailureKind {
     Trap,
     /// The instance could not be created (pool exhausted, instantiation error).
     Instantiate,
+    /// The plugin is quarantined after repeated failures; it was not called.
+    Quarantined,
 }
 
 impl FailureKind {
     /// Whether the instance must be discarded after this failure.
     pub fn poisons_instance(self) -> bool {
-        !matches!(self, FailureKind::GuestError | FailureKind::InvalidOutput)
+        !matches!(
+            self,
+            FailureKind::GuestError | FailureKind::InvalidOutput | FailureKind::Quarantined
+        )
     }
 
     /// The machine-readable code clients see, e.g. `plugin_out_of_fuel`.
@@ -46,6 +51,7 @@ impl FailureKind {
             FailureKind::StackOverflow => "plugin_stack_overflow",
             FailureKind::Trap => "plugin_trap",
             FailureKind::Instantiate => "plugin_unavailable",
+            FailureKind::Quarantined => "plugin_quarantined",
         }
     }
 }

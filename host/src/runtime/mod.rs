@@ -14,6 +14,7 @@ mod host;
 mod limits;
 mod output;
 mod plugin;
+mod quarantine;
 mod stats;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use failure::{FailureKind, HookFailure};
 pub use limits::Limits;
 pub use plugin::{LoadedPlugin, PluginInstance};
+pub use quarantine::{QuarantinePolicy, QuarantineStatus};
 pub use stats::{PluginStats, StatsSnapshot};
 
 use crate::kv::KvStore;
@@ -269,6 +271,7 @@ impl Runtime {
         compiled: &Compiled,
         config: String,
         limits: Limits,
+        quarantine: QuarantinePolicy,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
         if limits.memory_bytes > self.options.max_memory_bytes {
             anyhow::bail!(
@@ -297,7 +300,7 @@ impl Runtime {
         let pre = bindings::PluginPre::new(pre).map_err(|e| {
             anyhow!("the component does not export the wasmgate:plugin@0.1.0 `plugin` world: {e:#}")
         })?;
-        LoadedPlugin::load(self.clone(), name, pre, config, limits).await
+        LoadedPlugin::load(self.clone(), name, pre, config, limits, quarantine).await
     }
 }
 

@@ -13,6 +13,7 @@ use super::bindings::{self, Plugin, PluginPre};
 use super::failure::{FailureKind, HookFailure};
 use super::host::HostState;
 use super::limits::Limits;
+use super::quarantine::{Quarantine, QuarantinePolicy, QuarantineStatus};
 use super::stats::{PluginStats, StatsSnapshot};
 use crate::chat::ChatRequest;
 use crate::context::RequestContext;
@@ -31,6 +32,7 @@ pub struct LoadedPlugin {
     /// Signalled whenever `Pool::busy` drops, so `drained` can wake.
     released: Notify,
     stats: PluginStats,
+    quarantine: Quarantine,
 }
 
 /// The instances of a plugin: idle ones, and how many are out serving requests (or being
@@ -59,6 +61,7 @@ impl LoadedPlugin {
         pre: PluginPre<HostState>,
         config: String,
         limits: Limits,
+        quarantine: QuarantinePolicy,
     ) -> anyhow::Result<Arc<Self>> {
         let name: Arc<str> = Arc::from(name);
         let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits)
@@ -90,6 +93,7 @@ impl LoadedPlugin {
             pool: Mutex::new(Pool::default()),
             released: Notify::new(),
             stats: PluginStats::default(),
+            quarantine: Quarantine::new(quarantine),
         });
         plugin
             .stats
@@ -170,6 +174,7 @@ impl LoadedPlugin {
             Ok(instance) => instance,
             Err(failure) => {
                 self.stats.record(started.elapsed(), 0, Some(failure.kind));
+                self.note_outcome(Hook::Init, true);
                 self.release();
                 return Err(failure);
             }
@@ -182,6 +187,7 @@ impl LoadedPlugin {
             result.as_ref().err().map(|f| f.kind),
         );
         if result.is_err() {
+            self.note_outcome(Hook::Init, true);
             self.release();
         }
         result.map(|()| instance)
@@ -276,7 +282,7 @@ impl LoadedPlugin {
                 bindings::transport_outcome_from_wit(o)
                     .map_err(|why| instance.invalid(Hook::TransportInterceptor, why))
             });
-        self.observe(instance, &result);
+        self.observe(Hook::TransportInterceptor, instance, &result);
         result
     }
 
@@ -297,7 +303,7 @@ impl LoadedPlugin {
                 bindings::pre_outcome_from_wit(o)
                     .map_err(|why| instance.invalid(Hook::PreHook, why))
             });
-        self.observe(instance, &result);
+        self.observe(Hook::PreHook, instance, &result);
         result
     }
 
@@ -317,16 +323,51 @@ impl LoadedPlugin {
             .and_then(|o| {
                 bindings::outcome_from_wit(o).map_err(|why| instance.invalid(Hook::PostHook, why))
             });
-        self.observe(instance, &result);
+        self.observe(Hook::PostHook, instance, &result);
         result
     }
 
-    fn observe<T>(&self, instance: &PluginInstance, result: &Result<T, HookFailure>) {
+    fn observe<T>(&self, hook: Hook, instance: &PluginInstance, result: &Result<T, HookFailure>) {
         self.stats.record(
             instance.last_elapsed,
             instance.last_fuel,
             result.as_ref().err().map(|f| f.kind),
         );
+        self.note_outcome(hook, result.is_err());
+    }
+
+    /// Feeds the quarantine with a call's outcome and logs when a quarantine starts.
+    fn note_outcome(&self, hook: Hook, failed: bool) {
+        let index = match hook {
+            Hook::Init => 0,
+            Hook::TransportInterceptor => 1,
+            Hook::PreHook => 2,
+            Hook::PostHook => 3,
+            Hook::Cleanup => 4,
+        };
+        if let Some(backoff) = self.quarantine.record(index, failed) {
+            tracing::warn!(
+                plugin = &*self.name,
+                backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                "plugin quarantined after repeated failures; its hooks are skipped until the \
+                 backoff ends, then retried"
+            );
+        }
+    }
+
+    /// Refuses a `hook` call while the plugin is quarantined (without calling it).
+    pub fn admit(&self, hook: Hook) -> Result<(), HookFailure> {
+        self.quarantine.admit().map_err(|why| HookFailure {
+            plugin: self.name.to_string(),
+            hook,
+            kind: FailureKind::Quarantined,
+            detail: format!("the plugin {why}"),
+        })
+    }
+
+    /// The quarantine state.
+    pub fn quarantine(&self) -> QuarantineStatus {
+        self.quarantine.status()
     }
 }
 

@@ -217,3 +217,97 @@ async fn concurrent_requests_use_separate_instances_and_cleanup_runs_once_per_in
         "cleanup ran once per instance on shutdown"
     );
 }
+
+fn quarantined(
+    mut p: wasmgate::config::PluginConfig,
+    backoff_ms: u64,
+) -> wasmgate::config::PluginConfig {
+    p.quarantine = wasmgate::runtime::QuarantinePolicy {
+        after_failures: 3,
+        backoff_ms,
+        max_backoff_ms: backoff_ms * 4,
+    };
+    p
+}
+
+async fn with_backup(plugins: Vec<wasmgate::config::PluginConfig>) -> TestGateway {
+    TestGateway::start_with(|config| {
+        config.providers.insert(
+            "backup".into(),
+            wasmgate::providers::ProviderConfig::Mock(Default::default()),
+        );
+        config.plugins = plugins;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn repeated_failures_quarantine_a_plugin_which_then_fails_fast_without_running() {
+    let bad = scripted("bad", json!({"pre": "trap", "pre_only_provider": "mock"}));
+    let gw = with_backup(vec![quarantined(bad, 600_000)]).await;
+    for _ in 0..3 {
+        let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (500, &json!("plugin_trap")),
+            "{body}"
+        );
+    }
+    let (status, body) = gw.chat(&chat_body("backup/echo", "hi")).await;
+    assert_eq!(status, 503, "quarantined: refused without a call: {body}");
+    assert_eq!(body["error"]["code"], "plugin_quarantined");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("plugin `bad`") && message.contains("quarantined"),
+        "{message}"
+    );
+    let plugin = gw.plugin_status("bad").await;
+    assert_eq!(plugin["quarantine"]["quarantined"], true, "{plugin}");
+    assert_eq!(plugin["quarantine"]["quarantines"], 1, "{plugin}");
+    assert_eq!(
+        plugin["stats"]["traps"], 3,
+        "the quarantined plugin was not called: {plugin}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_quarantined_fail_open_plugin_is_skipped_and_retried_after_its_backoff() {
+    let bad = fail_open(scripted(
+        "bad",
+        json!({"pre": "trap", "pre_only_provider": "mock"}),
+    ));
+    let gw = with_backup(vec![quarantined(bad, 200)]).await;
+    for _ in 0..3 {
+        let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+        assert_eq!(status, 200, "fail-open: {body}");
+    }
+    let calls = gw.plugin_status("bad").await["stats"]["calls"].clone();
+    let (status, body) = gw.chat(&chat_body("mock/echo", "skipped")).await;
+    assert_eq!(status, 200, "{body}");
+    let plugin = gw.plugin_status("bad").await;
+    assert_eq!(
+        plugin["stats"]["calls"], calls,
+        "skipped while quarantined: {plugin}"
+    );
+    assert_eq!(plugin["quarantine"]["quarantined"], true, "{plugin}");
+
+    // The backoff is what is being waited for here, not a synchronisation point.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let (status, body) = gw.chat(&chat_body("backup/echo", "trial")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["trace"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bad.pre"),
+        "the trial call ran: {body}"
+    );
+    let plugin = gw.plugin_status("bad").await;
+    assert_eq!(
+        plugin["quarantine"]["quarantined"], false,
+        "a good trial ends it: {plugin}"
+    );
+    assert_eq!(plugin["quarantine"]["consecutive_failures"], 0, "{plugin}");
+    gw.stop().await;
+}
