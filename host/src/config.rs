@@ -28,6 +28,12 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// Most client connections open at once; more are closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, in milliseconds.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
     /// Directory of the compiled-component cache (must be writable only by the gateway's
     /// user); `null` disables it. Default: `$XDG_CACHE_HOME/wasmgate` or `~/.cache/wasmgate`.
     #[serde(default = "default_cache_dir")]
@@ -180,6 +186,12 @@ fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .map(|base| base.join("wasmgate"))
 }
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> u64 {
+    30_000
+}
 fn default_upload_limit() -> usize {
     64 << 20
 }
@@ -209,6 +221,8 @@ impl Default for Config {
             listen: default_listen(),
             plugins_dir: default_plugins_dir(),
             body_limit_bytes: default_body_limit(),
+            max_connections: default_max_connections(),
+            header_read_timeout_ms: default_header_read_timeout(),
             cache_dir: default_cache_dir(),
             admin_token: None,
             upload_limit_bytes: default_upload_limit(),
@@ -292,6 +306,9 @@ impl Config {
         }
         if self.body_limit_bytes == 0 {
             bail!("body_limit_bytes must be greater than 0");
+        }
+        if self.max_connections == 0 || self.header_read_timeout_ms == 0 {
+            bail!("max_connections and header_read_timeout_ms must be greater than 0");
         }
         self.limits.validate("limits")?;
         let mut seen = BTreeSet::new();

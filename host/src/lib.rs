@@ -20,11 +20,11 @@ pub mod providers;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -69,6 +69,12 @@ impl Gateway {
                 source,
                 body_limit: config.body_limit_bytes,
                 upload_limit: config.upload_limit_bytes,
+                server_limits: server::ServerLimits {
+                    max_connections: config.max_connections,
+                    header_read_timeout: std::time::Duration::from_millis(
+                        config.header_read_timeout_ms,
+                    ),
+                },
             },
         })
     }
@@ -96,10 +102,7 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server failed")?;
+        server::serve(listener, self.router(), self.state.server_limits, shutdown).await;
         tracing::info!("requests drained; cleaning up plugins");
         self.state.registry.shutdown().await;
         Ok(())

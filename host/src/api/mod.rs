@@ -33,6 +33,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Largest accepted plugin upload, in bytes.
     pub upload_limit: usize,
+    /// Connection limits of the server.
+    pub server_limits: crate::server::ServerLimits,
 }
 
 /// The gateway's routes.
