@@ -289,11 +289,8 @@ impl Admin {
             .cloned()
             .unwrap_or_else(|| PluginConfig::named(name));
         let limits = settings.limits.apply(config.plugin_defaults());
-        let runtime = self.registry.runtime().clone();
-        let trial = bytes.clone();
         let sha = hex::encode(Sha256::digest(&bytes));
         let started = std::time::Instant::now();
-        let sha_for_compile = sha.clone();
         let refused = |e: anyhow::Error| {
             let message = format!("the upload was refused: {e:#}");
             tracing::error!(
@@ -304,12 +301,12 @@ impl Admin {
             );
             AdminError::Rejected(message)
         };
-        let compiled = tokio::task::spawn_blocking(move || {
-            runtime.compile_cached(&sha_for_compile, &trial, limits.stack_bytes)
-        })
-        .await
-        .map_err(|e| AdminError::Io(e.into()))?
-        .map_err(refused)?;
+        let compiled = self
+            .registry
+            .runtime()
+            .compile_bounded(&sha, bytes.clone(), limits.stack_bytes)
+            .await
+            .map_err(refused)?;
         let plugin = self
             .registry
             .runtime()

@@ -342,6 +342,24 @@ impl Registry {
             }
             return entry;
         }
+        // A file over the size cap is refused unread, like any broken version: the last good
+        // version (if any) keeps serving. A missing file is handled below, as a removal.
+        if let Ok(meta) = tokio::fs::metadata(&entry.file).await
+            && let Err(err) = self.runtime.check_size(meta.len())
+        {
+            let message = format!("{err:#}");
+            tracing::error!(plugin = entry.name, "plugin failed to load: {message}");
+            if let Some(prev) = prev.filter(|p| p.plugin.is_some()) {
+                return PluginEntry {
+                    order,
+                    error: Some(message),
+                    ..prev.clone()
+                };
+            }
+            entry.status = Status::Failed;
+            entry.error = Some(message);
+            return entry;
+        }
         let bytes = match tokio::fs::read(&entry.file).await {
             Ok(bytes) => bytes,
             Err(err) => {
@@ -450,12 +468,9 @@ impl Registry {
         let compiled = match compiled {
             Some(compiled) => compiled,
             None => {
-                let runtime = self.runtime.clone();
-                let sha256 = sha256.to_string();
-                let stack = limits.stack_bytes;
-                tokio::task::spawn_blocking(move || runtime.compile_cached(&sha256, &bytes, stack))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("the compile task failed: {e}"))??
+                self.runtime
+                    .compile_bounded(sha256, bytes, limits.stack_bytes)
+                    .await?
             }
         };
         let plugin = self

@@ -49,6 +49,10 @@ pub struct RuntimeOptions {
     pub max_wasm_stack_bytes: usize,
     /// Idle warm instances kept per plugin; extra ones are retired.
     pub max_idle_per_plugin: usize,
+    /// Largest component file accepted, in bytes (compiling is not cheap; bound it).
+    pub max_component_bytes: usize,
+    /// Longest a compilation may take before the load is given up, in milliseconds.
+    pub compile_timeout_ms: u64,
     /// Bytes the key-value store may hold across all plugins.
     pub kv_max_bytes: usize,
     /// Largest single key-value entry, in bytes.
@@ -62,6 +66,8 @@ impl Default for RuntimeOptions {
             max_memory_bytes: 512 << 20,
             max_wasm_stack_bytes: 8 << 20,
             max_idle_per_plugin: 64,
+            max_component_bytes: 32 << 20,
+            compile_timeout_ms: 120_000,
             kv_max_bytes: 64 << 20,
             kv_max_value_bytes: 1 << 20,
         }
@@ -261,6 +267,45 @@ impl Runtime {
         })?;
         tracing::debug!(sha256, ?outcome, "compiled component");
         Ok(Compiled(component, flavor.clone()))
+    }
+
+    /// Compiles off the async runtime (through the cache), refusing components larger than
+    /// `max_component_bytes` and giving up after `compile_timeout_ms`. (wasmtime cannot cancel a
+    /// compilation: a timed-out one finishes in the background and is dropped.)
+    pub async fn compile_bounded(
+        self: &Arc<Self>,
+        sha256: &str,
+        bytes: Vec<u8>,
+        stack_bytes: usize,
+    ) -> anyhow::Result<Compiled> {
+        self.check_size(bytes.len() as u64)?;
+        let runtime = self.clone();
+        let sha256 = sha256.to_string();
+        let budget = Duration::from_millis(self.options.compile_timeout_ms);
+        let task = tokio::task::spawn_blocking(move || {
+            runtime.compile_cached(&sha256, &bytes, stack_bytes)
+        });
+        match tokio::time::timeout(budget, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(anyhow!("the compile task failed: {join}")),
+            Err(_) => Err(anyhow!(
+                "compiling took longer than runtime.compile_timeout_ms = {} ms; the component \
+                 was refused",
+                self.options.compile_timeout_ms
+            )),
+        }
+    }
+
+    /// Refuses a component of `len` bytes when it is over `max_component_bytes`.
+    pub fn check_size(&self, len: u64) -> anyhow::Result<()> {
+        if len > self.options.max_component_bytes as u64 {
+            anyhow::bail!(
+                "the component is {len} bytes, over runtime.max_component_bytes = {}; it was \
+                 not read or compiled",
+                self.options.max_component_bytes
+            );
+        }
+        Ok(())
     }
 
     /// Links a compiled component against the plugin world, creates its first instance, reads

@@ -311,3 +311,72 @@ async fn a_quarantined_fail_open_plugin_is_skipped_and_retried_after_its_backoff
     assert_eq!(plugin["quarantine"]["consecutive_failures"], 0, "{plugin}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn every_hook_can_misbehave_and_only_its_request_fails() {
+    let limits = LimitsConfig {
+        fuel: Some(5_000_000),
+        ..Default::default()
+    };
+    for (hook, settings, code) in [
+        (
+            "transport-interceptor",
+            json!({"transport": "trap"}),
+            "plugin_trap",
+        ),
+        (
+            "transport-interceptor",
+            json!({"transport": "loop"}),
+            "plugin_out_of_fuel",
+        ),
+        (
+            "transport-interceptor",
+            json!({"transport": "error"}),
+            "plugin_error",
+        ),
+        ("post-hook", json!({"post": "loop"}), "plugin_out_of_fuel"),
+        ("post-hook", json!({"post": "error"}), "plugin_error"),
+    ] {
+        let gw =
+            TestGateway::with_plugins(vec![with_limits(scripted("bad", settings.clone()), limits)])
+                .await;
+        let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+        assert_eq!(status, 500, "{settings}: {body}");
+        assert_eq!(body["error"]["code"], code, "{settings}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("plugin `bad` failed in {hook}")),
+            "{settings}: {message}"
+        );
+        let (status, _) = gw.chat(&chat_body("mock/echo", "again")).await;
+        assert_eq!(
+            status, 500,
+            "the next request meets the same plugin, on a fresh instance if it broke"
+        );
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_trapping_or_looping_cleanup_does_not_stop_shutdown() {
+    for cleanup in ["trap", "loop"] {
+        let limits = LimitsConfig {
+            fuel: Some(5_000_000),
+            ..Default::default()
+        };
+        let gw = TestGateway::with_plugins(vec![with_limits(
+            scripted("bad", json!({"cleanup": cleanup})),
+            limits,
+        )])
+        .await;
+        let (status, _) = gw.chat(&chat_body("mock/echo", "hi")).await;
+        assert_eq!(status, 200);
+        let kv = gw.gateway.registry().runtime().kv().clone();
+        gw.stop().await;
+        assert_eq!(
+            wasmgate_e2e::kv_counter(&kv, "bad", "cleanups"),
+            1,
+            "{cleanup}: cleanup ran and was stopped"
+        );
+    }
+}

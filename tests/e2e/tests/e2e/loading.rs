@@ -18,6 +18,9 @@ async fn broken_files_are_reported_and_everything_else_serves() {
     std::fs::write(plugins.join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
     std::fs::write(plugins.join("truncated.wasm"), &hello[..hello.len() / 2]).expect("write");
     std::fs::write(plugins.join("notes.txt"), "ignored: not .wasm").expect("write");
+    let mut huge = b"\0asm\x0d\0\x01\0".to_vec();
+    huge.resize(40 << 20, 0);
+    std::fs::write(plugins.join("huge.wasm"), &huge).expect("write");
 
     let mut config = wasmgate_e2e::base_config(dir.path());
     config.plugins = vec![PluginConfig {
@@ -34,7 +37,7 @@ async fn broken_files_are_reported_and_everything_else_serves() {
         .unwrap_or_default();
     assert_eq!(
         names,
-        ["good", "core", "empty", "text", "truncated"],
+        ["good", "core", "empty", "huge", "text", "truncated"],
         "config entries first, then files by name"
     );
 
@@ -46,6 +49,7 @@ async fn broken_files_are_reported_and_everything_else_serves() {
         ("empty", "empty"),
         ("core", "core WebAssembly module, not a component"),
         ("truncated", "invalid WebAssembly component"),
+        ("huge", "over runtime.max_component_bytes"),
     ] {
         let status = gw.plugin_status(name).await;
         assert_eq!(status["status"], "failed", "{status}");
@@ -56,7 +60,7 @@ async fn broken_files_are_reported_and_everything_else_serves() {
     assert_eq!(status, 200);
     assert_eq!(
         health["plugins"],
-        json!({"active": 1, "failed": 4, "disabled": 0, "loading": 0})
+        json!({"active": 1, "failed": 5, "disabled": 0, "loading": 0})
     );
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");

@@ -12,11 +12,12 @@
 //! | field               | default      | values                                                    |
 //! |---------------------|--------------|-----------------------------------------------------------|
 //! | `tag`               | (required)   | any string, names this plugin in the trace                |
-//! | `transport`         | `"pass"`     | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>` |
+//! | `transport`         | `"pass"`     | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
 //! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>` |
 //! | `post`              | `"pass"`     | `pass`, `recover`, `to-error`, `error`, `trap`, `loop`    |
 //! | `pre_only_provider` | none         | the pre action applies only to requests for this provider |
 //! | `init`              | `"ok"`       | `ok`, `fail`, `trap`                                      |
+//! | `cleanup`           | `"ok"`       | `ok`, `trap`, `loop` (after counting `cleanups` in kv)    |
 //!
 //! Actions: `respond` answers with text `responded by <tag>`; `fail` is a 503 `server_error`
 //! `failed by <tag>` that allows fallbacks; `fail-no-fallbacks` the same with status 403 and no
@@ -58,6 +59,22 @@ pub struct Config {
     /// What `init` does once the config is parsed.
     #[serde(default)]
     pub init: Init,
+    /// What `cleanup` does after counting itself.
+    #[serde(default)]
+    pub cleanup: Cleanup,
+}
+
+/// `cleanup` actions.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cleanup {
+    /// Succeed.
+    #[default]
+    Ok,
+    /// Panic.
+    Trap,
+    /// Spin forever.
+    Loop,
 }
 
 /// Transport interceptor actions.
@@ -71,6 +88,12 @@ pub enum Transport {
     RewriteHeader(String, String),
     /// Answer the HTTP request with this status and `{"by":"<tag>"}`.
     Respond(u16),
+    /// Return the plugin error `error from <tag>`.
+    Error,
+    /// Panic.
+    Trap,
+    /// Spin forever.
+    Loop,
 }
 
 /// Pre-hook actions.
@@ -138,8 +161,12 @@ pub enum Init {
 impl TryFrom<String> for Transport {
     type Error = String;
     fn try_from(s: String) -> Result<Self> {
-        if s == "pass" {
-            return Ok(Transport::Pass);
+        match s.as_str() {
+            "pass" => return Ok(Transport::Pass),
+            "error" => return Ok(Transport::Error),
+            "trap" => return Ok(Transport::Trap),
+            "loop" => return Ok(Transport::Loop),
+            _ => {}
         }
         if let Some(rest) = s.strip_prefix("rewrite-header:") {
             return match rest.split_once('=') {
@@ -158,7 +185,7 @@ impl TryFrom<String> for Transport {
         }
         Err(unknown(
             &s,
-            "pass, rewrite-header:<name>=<value>, respond:<status>",
+            "pass, rewrite-header:<name>=<value>, respond:<status>, error, trap, loop",
         ))
     }
 }
@@ -298,6 +325,9 @@ impl Plugin for Scripted {
                     *status, &body,
                 )?))
             }
+            Transport::Error => Err(format!("error from {}", self.tag())),
+            Transport::Trap => panic!("trap in {}", self.tag()),
+            Transport::Loop => spin(),
         }
     }
 
@@ -384,7 +414,11 @@ impl Plugin for Scripted {
     fn cleanup(&mut self) -> Result<()> {
         wasmgate_sdk::debug!("cleanup of {}", self.tag());
         wasmgate_sdk::kv::incr("cleanups", 1, None);
-        Ok(())
+        match self.config.cleanup {
+            Cleanup::Ok => Ok(()),
+            Cleanup::Trap => panic!("trap in {}", self.tag()),
+            Cleanup::Loop => spin(),
+        }
     }
 }
 
