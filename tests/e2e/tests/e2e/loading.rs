@@ -18,6 +18,7 @@ async fn broken_files_are_reported_and_everything_else_serves() {
     std::fs::write(plugins.join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
     std::fs::write(plugins.join("truncated.wasm"), &hello[..hello.len() / 2]).expect("write");
     std::fs::write(plugins.join("notes.txt"), "ignored: not .wasm").expect("write");
+    std::fs::copy(artifacts::WRONG_WORLD, plugins.join("other.wasm")).expect("copy");
     let mut huge = b"\0asm\x0d\0\x01\0".to_vec();
     huge.resize(40 << 20, 0);
     std::fs::write(plugins.join("huge.wasm"), &huge).expect("write");
@@ -37,7 +38,15 @@ async fn broken_files_are_reported_and_everything_else_serves() {
         .unwrap_or_default();
     assert_eq!(
         names,
-        ["good", "core", "empty", "huge", "text", "truncated"],
+        [
+            "good",
+            "core",
+            "empty",
+            "huge",
+            "other",
+            "text",
+            "truncated"
+        ],
         "config entries first, then files by name"
     );
 
@@ -50,6 +59,10 @@ async fn broken_files_are_reported_and_everything_else_serves() {
         ("core", "core WebAssembly module, not a component"),
         ("truncated", "invalid WebAssembly component"),
         ("huge", "over runtime.max_component_bytes"),
+        (
+            "other",
+            "does not export the wasmgate:plugin@0.1.0 `plugin` world",
+        ),
     ] {
         let status = gw.plugin_status(name).await;
         assert_eq!(status["status"], "failed", "{status}");
@@ -60,7 +73,7 @@ async fn broken_files_are_reported_and_everything_else_serves() {
     assert_eq!(status, 200);
     assert_eq!(
         health["plugins"],
-        json!({"active": 1, "failed": 5, "disabled": 0, "loading": 0})
+        json!({"active": 1, "failed": 6, "disabled": 0, "loading": 0})
     );
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");

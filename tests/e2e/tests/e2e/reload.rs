@@ -86,6 +86,22 @@ async fn drop_replace_break_fix_remove_under_load_loses_nothing() {
         "the last good version keeps serving: {broken}"
     );
     assert_eq!(broken["sha256"], v2.as_str(), "{broken}");
+    install_atomically(
+        &std::fs::read(artifacts::WRONG_WORLD).expect("other world"),
+        &target,
+    );
+    let wrong = gw
+        .wait_for_plugin("stamp", |p| {
+            p["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not export the wasmgate:plugin"))
+        })
+        .await;
+    assert_eq!(
+        wrong["sha256"],
+        v2.as_str(),
+        "still the last good version: {wrong}"
+    );
     install_atomically(&std::fs::read(artifacts::STAMP_V1).expect("v1"), &target);
     let fixed = gw
         .wait_for_plugin("stamp", |p| {
