@@ -301,22 +301,9 @@ impl Admin {
             );
             AdminError::Rejected(message)
         };
-        let compiled = self
+        let (plugin, _) = self
             .registry
-            .runtime()
-            .compile_bounded(&sha, bytes.clone(), limits.stack_bytes)
-            .await
-            .map_err(refused)?;
-        let plugin = self
-            .registry
-            .runtime()
-            .load(
-                name,
-                &compiled,
-                settings.config.to_string(),
-                limits,
-                settings.quarantine,
-            )
+            .prepare(name, &sha, bytes.clone(), None, &settings, limits)
             .await
             .map_err(refused)?;
         plugin.retire().await;

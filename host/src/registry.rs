@@ -401,7 +401,7 @@ impl Registry {
             .filter(|c| c.stack_bytes() == limits.stack_bytes);
         let recompiled = reuse.is_none();
         match self
-            .load_bytes(&entry.name, &sha, bytes, reuse, &settings, limits)
+            .prepare(&entry.name, &sha, bytes, reuse, &settings, limits)
             .await
         {
             Ok((plugin, compiled)) => {
@@ -456,7 +456,9 @@ impl Registry {
         entry
     }
 
-    async fn load_bytes(
+    /// Compiles (unless `compiled` is given) and loads a plugin without touching the chain: the
+    /// fallible half of a reload, also used to vet an upload before it is installed.
+    pub(crate) async fn prepare(
         &self,
         name: &str,
         sha256: &str,
