@@ -32,3 +32,8 @@ fmt:
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# The hostile-plugin soak against the real binary (bounded: ~1000 requests per hostile kind).
+soak *ARGS:
+    cargo build -p wasmgate
+    cargo run -p wasmgate --example soak -- {{ARGS}}
