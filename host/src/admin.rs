@@ -289,7 +289,7 @@ impl Admin {
             .cloned()
             .unwrap_or_else(|| PluginConfig::named(name));
         let limits = settings.limits.apply(config.plugin_defaults());
-        let sha = hex::encode(Sha256::digest(&bytes));
+        let sha = crate::registry::sha256_hex(&bytes);
         let started = std::time::Instant::now();
         let refused = |e: anyhow::Error| {
             let message = format!("the upload was refused: {e:#}");

@@ -142,7 +142,8 @@ pub struct Registry {
     closed: std::sync::atomic::AtomicBool,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Hex sha256 of a component's bytes: its identity.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
