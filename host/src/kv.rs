@@ -2,8 +2,9 @@
 //! namespaced per plugin, with TTLs and atomic increments, bounded in size.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, MutexGuard};
 
 /// Why a write was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +81,9 @@ impl Inner {
 }
 
 /// An in-memory key-value store shared by every plugin instance of the process.
+///
+/// Its lock is asynchronous, so a hook call waiting for it can be given up when the call's
+/// deadline passes (see the `kv` host import).
 #[derive(Debug)]
 pub struct KvStore {
     inner: Mutex<Inner>,
@@ -98,14 +102,14 @@ impl KvStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    async fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().await
     }
 
     /// The live value under `namespace`/`key`.
-    pub fn get(&self, namespace: &str, key: &str) -> Option<Vec<u8>> {
+    pub async fn get(&self, namespace: &str, key: &str) -> Option<Vec<u8>> {
         let now = Instant::now();
-        let mut inner = self.lock();
+        let mut inner = self.lock().await;
         let k = (namespace.to_string(), key.to_string());
         match inner.map.get(&k) {
             Some(e) if e.live(now) => Some(e.value.clone()),
@@ -118,7 +122,7 @@ impl KvStore {
     }
 
     /// Stores a value, optionally expiring after `ttl`.
-    pub fn set(
+    pub async fn set(
         &self,
         namespace: &str,
         key: &str,
@@ -132,7 +136,7 @@ impl KvStore {
             });
         }
         let expires = ttl.map(|t| Instant::now() + t);
-        self.lock().insert(
+        self.lock().await.insert(
             (namespace.to_string(), key.to_string()),
             Entry { value, expires },
             self.max_bytes,
@@ -141,7 +145,7 @@ impl KvStore {
 
     /// Adds `delta` to the decimal integer under the key and returns the result. An absent,
     /// expired or non-integer value starts from 0; only a new key takes `ttl`.
-    pub fn incr(
+    pub async fn incr(
         &self,
         namespace: &str,
         key: &str,
@@ -150,7 +154,7 @@ impl KvStore {
     ) -> Result<i64, KvError> {
         let now = Instant::now();
         let k = (namespace.to_string(), key.to_string());
-        let mut inner = self.lock();
+        let mut inner = self.lock().await;
         let (current, expires) = match inner.map.get(&k) {
             Some(e) if e.live(now) => (
                 std::str::from_utf8(&e.value)
@@ -174,14 +178,21 @@ impl KvStore {
     }
 
     /// Removes the key.
-    pub fn delete(&self, namespace: &str, key: &str) {
+    pub async fn delete(&self, namespace: &str, key: &str) {
         self.lock()
+            .await
             .remove(&(namespace.to_string(), key.to_string()));
     }
 
+    /// Holds the store's lock until the guard drops: lets tests stall every other user.
+    #[cfg(test)]
+    pub(crate) async fn hold(&self) -> impl Drop + '_ {
+        self.lock().await
+    }
+
     /// Bytes in use (keys, values and bookkeeping).
-    pub fn bytes_used(&self) -> usize {
-        self.lock().bytes
+    pub async fn bytes_used(&self) -> usize {
+        self.lock().await.bytes
     }
 }
 
@@ -189,37 +200,43 @@ impl KvStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn namespaces_ttl_and_incr() {
+    #[tokio::test]
+    async fn namespaces_ttl_and_incr() {
         let kv = KvStore::new(1 << 20, 1 << 10);
-        kv.set("a", "k", b"v".to_vec(), None).expect("fits");
-        assert_eq!(kv.get("a", "k").as_deref(), Some(&b"v"[..]));
-        assert_eq!(kv.get("b", "k"), None);
+        kv.set("a", "k", b"v".to_vec(), None).await.expect("fits");
+        assert_eq!(kv.get("a", "k").await.as_deref(), Some(&b"v"[..]));
+        assert_eq!(kv.get("b", "k").await, None);
         kv.set("a", "t", b"x".to_vec(), Some(Duration::ZERO))
+            .await
             .expect("fits");
-        assert_eq!(kv.get("a", "t"), None);
-        assert_eq!(kv.incr("a", "n", 2, None), Ok(2));
-        assert_eq!(kv.incr("a", "n", -5, None), Ok(-3));
-        assert_eq!(kv.incr("a", "k", 1, None), Ok(1), "non-integer resets to 0");
-        kv.delete("a", "n");
-        assert_eq!(kv.get("a", "n"), None);
+        assert_eq!(kv.get("a", "t").await, None);
+        assert_eq!(kv.incr("a", "n", 2, None).await, Ok(2));
+        assert_eq!(kv.incr("a", "n", -5, None).await, Ok(-3));
+        assert_eq!(
+            kv.incr("a", "k", 1, None).await,
+            Ok(1),
+            "non-integer resets to 0"
+        );
+        kv.delete("a", "n").await;
+        assert_eq!(kv.get("a", "n").await, None);
     }
 
-    #[test]
-    fn limits_refuse_oversized_and_overflowing_writes() {
+    #[tokio::test]
+    async fn limits_refuse_oversized_and_overflowing_writes() {
         let kv = KvStore::new(200, 100);
         assert!(matches!(
-            kv.set("a", "k", vec![0; 101], None),
+            kv.set("a", "k", vec![0; 101], None).await,
             Err(KvError::ValueTooLarge { .. })
         ));
-        kv.set("a", "k1", vec![0; 90], None).expect("fits");
+        kv.set("a", "k1", vec![0; 90], None).await.expect("fits");
         assert!(matches!(
-            kv.set("a", "k2", vec![0; 90], None),
+            kv.set("a", "k2", vec![0; 90], None).await,
             Err(KvError::Full { .. })
         ));
-        kv.delete("a", "k1");
-        assert_eq!(kv.bytes_used(), 0);
+        kv.delete("a", "k1").await;
+        assert_eq!(kv.bytes_used().await, 0);
         kv.set("a", "k2", vec![0; 90], None)
+            .await
             .expect("fits after delete");
     }
 }

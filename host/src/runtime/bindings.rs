@@ -9,7 +9,7 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
-        imports: { default: trappable },
+        imports: { default: async | trappable },
         exports: { default: async },
     });
 }

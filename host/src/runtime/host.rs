@@ -28,8 +28,11 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     /// When the current call must end.
     pub(crate) deadline: Instant,
-    /// Set when the epoch callback stopped the call for running past `deadline`.
+    /// Set when the call was stopped for running past `deadline` (by the epoch callback, or
+    /// by a host import that was waiting when it passed).
     pub(crate) deadline_hit: bool,
+    /// The host import the call was in when its deadline passed, if it was in one.
+    pub(crate) deadline_import: Option<&'static str>,
     /// The guest's stdout and stderr, logged and kept for failure messages.
     pub(crate) stdout: GuestOutput,
     pub(crate) stderr: GuestOutput,
@@ -57,6 +60,7 @@ impl HostState {
             limiter: MemoryLimiter::new(memory_bytes),
             deadline: Instant::now(),
             deadline_hit: false,
+            deadline_import: None,
             stdout,
             stderr,
         }
@@ -90,8 +94,46 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
+/// How a host import ended its call: the guest is stopped as by the deadline.
+fn deadline_trap(import: &str) -> wasmtime::Error {
+    wasmtime::format_err!(
+        "the call's deadline passed while the plugin was in the host import `{import}`"
+    )
+}
+
+impl HostState {
+    /// Stops the call when its deadline has already passed, before an import does any work.
+    fn enter(&mut self, import: &'static str) -> wasmtime::Result<()> {
+        if Instant::now() >= self.deadline {
+            return Err(self.hit_deadline(import));
+        }
+        Ok(())
+    }
+
+    /// Runs an import's work, giving it up when the call's deadline passes first: fuel and
+    /// epochs cannot interrupt a guest that waits on the host, so imports bound themselves.
+    async fn within_deadline<T>(
+        &mut self,
+        import: &'static str,
+        work: impl Future<Output = T>,
+    ) -> wasmtime::Result<T> {
+        self.enter(import)?;
+        match tokio::time::timeout_at(self.deadline.into(), work).await {
+            Ok(value) => Ok(value),
+            Err(_) => Err(self.hit_deadline(import)),
+        }
+    }
+
+    fn hit_deadline(&mut self, import: &'static str) -> wasmtime::Error {
+        self.deadline_hit = true;
+        self.deadline_import = Some(import);
+        deadline_trap(import)
+    }
+}
+
 impl logging::Host for HostState {
-    fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
+    async fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
+        self.enter("logging.log")?;
         let message = truncate(message, MAX_LOG_BYTES);
         let plugin = &*self.plugin;
         let request_id = self.request_id();
@@ -117,7 +159,8 @@ impl logging::Host for HostState {
 }
 
 impl clock::Host for HostState {
-    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        self.enter("clock.now-ms")?;
         Ok(SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -126,7 +169,8 @@ impl clock::Host for HostState {
 }
 
 impl context::Host for HostState {
-    fn request_id(&mut self) -> wasmtime::Result<String> {
+    async fn request_id(&mut self) -> wasmtime::Result<String> {
+        self.enter("context.request-id")?;
         Ok(self
             .request
             .as_deref()
@@ -134,15 +178,18 @@ impl context::Host for HostState {
             .unwrap_or_default())
     }
 
-    fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+    async fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        self.enter("context.header")?;
         Ok(self.request.as_deref().and_then(|r| r.header(&name)))
     }
 
-    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.enter("context.get")?;
         Ok(self.request.as_deref().and_then(|r| r.get(&key)))
     }
 
-    fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+    async fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        self.enter("context.set")?;
         if let Some(request) = self.request.as_deref()
             && let Err(why) = request.set(key, value)
         {
@@ -161,12 +208,26 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
 }
 
 impl kv::Host for HostState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.kv.get(&self.plugin, &key))
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let (kv, plugin) = (self.kv.clone(), self.plugin.clone());
+        self.within_deadline("kv.get", async move { kv.get(&plugin, &key).await })
+            .await
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> wasmtime::Result<()> {
-        if let Err(why) = self.kv.set(&self.plugin, &key, value, ttl(ttl_ms)) {
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<()> {
+        let (kv, plugin) = (self.kv.clone(), self.plugin.clone());
+        let key_ = key.clone();
+        let stored = self
+            .within_deadline("kv.set", async move {
+                kv.set(&plugin, &key_, value, ttl(ttl_ms)).await
+            })
+            .await?;
+        if let Err(why) = stored {
             tracing::warn!(
                 plugin = &*self.plugin,
                 request_id = self.request_id(),
@@ -177,15 +238,69 @@ impl kv::Host for HostState {
         Ok(())
     }
 
-    fn incr(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<i64> {
-        match self.kv.incr(&self.plugin, &key, delta, ttl(ttl_ms)) {
-            Ok(n) => Ok(n),
-            Err(why) => Err(wasmtime::format_err!("kv incr of {key:?} failed: {why}")),
-        }
+    async fn incr(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<i64> {
+        let (kv, plugin) = (self.kv.clone(), self.plugin.clone());
+        let key_ = key.clone();
+        let result = self
+            .within_deadline("kv.incr", async move {
+                kv.incr(&plugin, &key_, delta, ttl(ttl_ms)).await
+            })
+            .await?;
+        result.map_err(|why| wasmtime::format_err!("kv incr of {key:?} failed: {why}"))
     }
 
-    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.kv.delete(&self.plugin, &key);
-        Ok(())
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        let (kv, plugin) = (self.kv.clone(), self.plugin.clone());
+        self.within_deadline("kv.delete", async move { kv.delete(&plugin, &key).await })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(kv: Arc<KvStore>) -> HostState {
+        HostState::new(Arc::from("slow-kv"), kv, 1 << 20)
+    }
+
+    /// A guest blocked in a host import is not reachable by fuel or epochs: the import itself
+    /// must give up at the call's deadline and report it as the deadline.
+    #[tokio::test]
+    async fn an_import_waiting_past_the_deadline_stops_the_call() {
+        let kv = Arc::new(KvStore::new(1 << 20, 1 << 10));
+        let mut state = state(kv.clone());
+        state.deadline = Instant::now() + Duration::from_millis(20);
+        let held = kv.hold().await;
+        let err = kv::Host::get(&mut state, "k".into())
+            .await
+            .expect_err("the store is locked until after the deadline");
+        drop(held);
+        assert!(state.deadline_hit, "reported as the deadline");
+        assert_eq!(state.deadline_import, Some("kv.get"));
+        assert!(err.to_string().contains("host import `kv.get`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn imports_refuse_to_start_after_the_deadline() {
+        let mut state = state(Arc::new(KvStore::new(1 << 20, 1 << 10)));
+        state.deadline = Instant::now();
+        assert!(context::Host::header(&mut state, "x".into()).await.is_err());
+        assert_eq!(state.deadline_import, Some("context.header"));
+        state.deadline = Instant::now() + Duration::from_secs(60);
+        state.deadline_hit = false;
+        kv::Host::set(&mut state, "k".into(), b"v".to_vec(), None)
+            .await
+            .expect("in time");
+        assert_eq!(
+            kv::Host::get(&mut state, "k".into()).await.expect("in time"),
+            Some(b"v".to_vec())
+        );
+        assert!(!state.deadline_hit);
     }
 }

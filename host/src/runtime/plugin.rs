@@ -492,6 +492,7 @@ fn prepare(store: &mut Store<HostState>, limits: Limits, ctx: Option<Arc<Request
     state.request = ctx;
     state.deadline = Instant::now() + limits.timeout();
     state.deadline_hit = false;
+    state.deadline_import = None;
     state.limiter.hit = false;
     state.stdout.reset();
     state.stderr.reset();
@@ -525,11 +526,18 @@ fn describe(
              plugin's `limits.fuel` or make the hook do less work",
             limits.fuel
         ),
-        FailureKind::Deadline => format!(
-            "exceeded its {} ms deadline; the call was stopped. Raise the plugin's \
-             `limits.timeout_ms` or make the hook faster",
-            limits.timeout_ms
-        ),
+        FailureKind::Deadline => {
+            let during = store
+                .data()
+                .deadline_import
+                .map(|import| format!(" while waiting in the host import `{import}`"))
+                .unwrap_or_default();
+            format!(
+                "exceeded its {} ms deadline{during}; the call was stopped. Raise the plugin's \
+                 `limits.timeout_ms` or make the hook faster",
+                limits.timeout_ms
+            )
+        }
         FailureKind::MemoryLimit => format!(
             "tried to grow its memory past the {} MiB cap and trapped. Raise the plugin's \
              `limits.memory_mb` or use less memory",

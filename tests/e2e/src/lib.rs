@@ -236,8 +236,9 @@ pub fn content_of(body: &Value) -> &str {
 
 /// The integer a plugin keeps under `key` in its key-value namespace (0 when absent); the test
 /// plugins count their inits and cleanups this way.
-pub fn kv_counter(kv: &wasmgate::kv::KvStore, plugin: &str, key: &str) -> u64 {
+pub async fn kv_counter(kv: &wasmgate::kv::KvStore, plugin: &str, key: &str) -> u64 {
     kv.get(plugin, key)
+        .await
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)

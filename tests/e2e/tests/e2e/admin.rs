@@ -301,10 +301,10 @@ async fn two_hundred_replace_cycles_leave_no_growth() {
     );
     let kv = gw.gateway.registry().runtime().kv().clone();
     gw.stop().await;
-    let count = |key: &str| wasmgate_e2e::kv_counter(&kv, "stamp", key);
+    let count = async |key: &str| wasmgate_e2e::kv_counter(&kv, "stamp", key).await;
     let (inits, cleanups) = (
-        count("inits:v1") + count("inits:v2"),
-        count("cleanups:v1") + count("cleanups:v2"),
+        count("inits:v1").await + count("inits:v2").await,
+        count("cleanups:v1").await + count("cleanups:v2").await,
     );
     assert_eq!(
         inits, cleanups,

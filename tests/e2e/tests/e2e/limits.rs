@@ -209,10 +209,10 @@ async fn concurrent_requests_use_separate_instances_and_cleanup_runs_once_per_in
     );
     let kv = gw.gateway.registry().runtime().kv().clone();
     gw.stop().await;
-    let count = |key: &str| wasmgate_e2e::kv_counter(&kv, "A", key);
-    assert_eq!(count("inits"), created, "init ran once per instance");
+    let count = async |key: &str| wasmgate_e2e::kv_counter(&kv, "A", key).await;
+    assert_eq!(count("inits").await, created, "init ran once per instance");
     assert_eq!(
-        count("cleanups"),
+        count("cleanups").await,
         created,
         "cleanup ran once per instance on shutdown"
     );
@@ -374,7 +374,7 @@ async fn a_trapping_or_looping_cleanup_does_not_stop_shutdown() {
         let kv = gw.gateway.registry().runtime().kv().clone();
         gw.stop().await;
         assert_eq!(
-            wasmgate_e2e::kv_counter(&kv, "bad", "cleanups"),
+            wasmgate_e2e::kv_counter(&kv, "bad", "cleanups").await,
             1,
             "{cleanup}: cleanup ran and was stopped"
         );

@@ -142,8 +142,8 @@ async fn drop_replace_break_fix_remove_under_load_loses_nothing() {
     gw.stop().await;
     for v in ["v1", "v2"] {
         let (inits, cleanups) = (
-            wasmgate_e2e::kv_counter(&kv, "stamp", &format!("inits:{v}")),
-            wasmgate_e2e::kv_counter(&kv, "stamp", &format!("cleanups:{v}")),
+            wasmgate_e2e::kv_counter(&kv, "stamp", &format!("inits:{v}")).await,
+            wasmgate_e2e::kv_counter(&kv, "stamp", &format!("cleanups:{v}")).await,
         );
         assert!(inits > 0, "{v} was instantiated");
         assert_eq!(inits, cleanups, "cleanup ran exactly once per {v} instance");
