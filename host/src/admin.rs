@@ -68,6 +68,10 @@ pub struct PluginPatch {
     pub version: Option<u32>,
     /// New quarantine policy.
     pub quarantine: Option<crate::runtime::QuarantinePolicy>,
+    /// Whether requests are refused while the plugin is not active.
+    pub required: Option<bool>,
+    /// New capability grants (replacing the old ones).
+    pub grants: Option<crate::runtime::Grants>,
 }
 
 /// The admin operations, serialised with the file watcher's reloads.
@@ -271,6 +275,8 @@ impl Admin {
             set("policy", patch.policy.map(|p| serde_json::json!(p)));
             set("version", patch.version.map(|v| serde_json::json!(v)));
             set("quarantine", patch.quarantine.map(|q| serde_json::json!(q)));
+            set("required", patch.required.map(Value::Bool));
+            set("grants", patch.grants.map(|g| serde_json::json!(g)));
         }
         let at = patch.order.unwrap_or(index).min(list.len());
         list.insert(at, item);

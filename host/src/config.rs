@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::providers::{MockConfig, ProviderConfig};
-use crate::runtime::{Limits, QuarantinePolicy, RuntimeOptions};
+use crate::runtime::{Grants, Limits, QuarantinePolicy, RuntimeOptions};
 
 /// The address the gateway listens on when nothing else is configured (loopback only).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -76,6 +76,9 @@ pub struct LimitsConfig {
     /// Wasm stack limit per call, in KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_kb: Option<u64>,
+    /// Most output one hook call may return, in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_kb: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -89,6 +92,10 @@ impl LimitsConfig {
                 .stack_kb
                 .and_then(|kb| usize::try_from(kb << 10).ok())
                 .unwrap_or(base.stack_bytes),
+            output_bytes: self
+                .output_kb
+                .and_then(|kb| usize::try_from(kb << 10).ok())
+                .unwrap_or(base.output_bytes),
         }
     }
 
@@ -98,6 +105,7 @@ impl LimitsConfig {
             ("timeout_ms", self.timeout_ms),
             ("memory_mb", self.memory_mb),
             ("stack_kb", self.stack_kb),
+            ("output_kb", self.output_kb),
         ] {
             if value == Some(0) {
                 bail!("{at}.{field} must be greater than 0");
@@ -107,6 +115,11 @@ impl LimitsConfig {
             && mb > 1 << 20
         {
             bail!("{at}.memory_mb = {mb} is absurdly large; use at most 1048576");
+        }
+        if let Some(kb) = self.output_kb
+            && kb > 1 << 20
+        {
+            bail!("{at}.output_kb = {kb} is absurdly large; use at most 1048576");
         }
         if let Some(kb) = self.stack_kb
             && !(16..=1 << 20).contains(&kb)
@@ -147,15 +160,23 @@ pub struct PluginConfig {
     /// The JSON handed to the plugin's `init`.
     #[serde(default = "empty_object")]
     pub config: Value,
-    /// Failure policy.
+    /// Failure policy of its hook calls.
     #[serde(default)]
     pub policy: FailurePolicy,
+    /// When true, requests are refused (503, naming the plugin) while the plugin is not
+    /// active, e.g. because its component failed to load, instead of running without it. Use
+    /// it for plugins that enforce something, such as authentication.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
     /// Limit overrides.
     #[serde(default)]
     pub limits: LimitsConfig,
     /// When repeated failures take the plugin out of service for a while.
     #[serde(default)]
     pub quarantine: QuarantinePolicy,
+    /// Capabilities lent to the plugin beyond the sandbox's defaults (none by default).
+    #[serde(default, skip_serializing_if = "Grants::is_empty")]
+    pub grants: Grants,
 }
 
 impl PluginConfig {
@@ -168,8 +189,10 @@ impl PluginConfig {
             version: 1,
             config: empty_object(),
             policy: FailurePolicy::default(),
+            required: false,
             limits: LimitsConfig::default(),
             quarantine: QuarantinePolicy::default(),
+            grants: Grants::default(),
         }
     }
 }
@@ -272,8 +295,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Resolves relative paths (plugins dir, cache dir, plugin paths) against `base`, the
-    /// config file's directory.
+    /// Resolves relative paths (plugins dir, cache dir, plugin paths, granted directories)
+    /// against `base`, the config file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
         if self.plugins_dir.is_relative() {
             self.plugins_dir = base.join(&self.plugins_dir);
@@ -288,6 +311,11 @@ impl Config {
                 && path.is_relative()
             {
                 plugin.path = Some(base.join(path));
+            }
+            for dir in &mut plugin.grants.read_dirs {
+                if dir.host.is_relative() {
+                    dir.host = base.join(&dir.host);
+                }
             }
         }
     }
@@ -327,6 +355,7 @@ impl Config {
                 bail!("{at}.config must be a JSON object");
             }
             plugin.limits.validate(&format!("{at}.limits"))?;
+            plugin.grants.validate(&format!("{at}.grants"))?;
             let limits = plugin.limits.apply(self.plugin_defaults());
             if limits.stack_bytes > self.runtime.max_wasm_stack_bytes {
                 bail!(

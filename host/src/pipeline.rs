@@ -173,6 +173,24 @@ impl Pipeline {
         session: &mut Session,
         mut req: HttpRequest,
     ) -> Result<Transported, GatewayError> {
+        if let Some(missing) = session.chain.missing.first() {
+            tracing::warn!(
+                request_id = session.ctx.id(),
+                plugin = missing.name,
+                "request refused: a required plugin is not active"
+            );
+            return Err(GatewayError::new(
+                503,
+                format!(
+                    "plugin `{}` is required but not active ({}); requests are refused until \
+                     it loads. See GET /api/plugins/{}",
+                    missing.name, missing.reason, missing.name
+                ),
+            )
+            .with_kind("plugin_error")
+            .with_code(FailureKind::Instantiate.code())
+            .no_fallbacks());
+        }
         for i in 0..session.chain.links.len() {
             if !session.chain.links[i].hooks.transport_interceptor {
                 continue;

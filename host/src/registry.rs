@@ -119,6 +119,18 @@ pub struct Link {
 pub struct Chain {
     /// The links, in pre-hook order.
     pub links: Vec<Link>,
+    /// Plugins marked `required` that are not active (they failed to load, or are still
+    /// loading): while any is listed, requests are refused rather than run without it.
+    pub missing: Vec<MissingPlugin>,
+}
+
+/// A `required` plugin the chain lacks, and why.
+#[derive(Debug, Clone)]
+pub struct MissingPlugin {
+    /// The plugin's name.
+    pub name: String,
+    /// Why it is not active: its load error, or that it is still loading.
+    pub reason: String,
 }
 
 #[derive(Debug, Default)]
@@ -312,6 +324,18 @@ impl Registry {
                     })
                 })
                 .collect(),
+            missing: entries
+                .iter()
+                .filter(|e| e.settings.required && e.plugin.is_none())
+                .filter(|e| !matches!(e.status, Status::Disabled))
+                .map(|e| MissingPlugin {
+                    name: e.name.clone(),
+                    reason: e
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "it is still loading".to_string()),
+                })
+                .collect(),
         });
         self.current.store(Arc::new(Snapshot { entries, chain }));
         for plugin in &retired {
@@ -484,6 +508,7 @@ impl Registry {
                 settings.config.to_string(),
                 limits,
                 settings.quarantine,
+                settings.grants.clone(),
             )
             .await?;
         Ok((plugin, compiled))

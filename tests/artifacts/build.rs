@@ -2,7 +2,8 @@
 //! `$OUT_DIR/artifacts.rs` (as the test suites of Spin and wasmtime do), so tests always run
 //! the components built from the current source.
 //!
-//! Guests are the crates under `example-plugins/` and `tests/test-plugins/`. They are built by
+//! Guests are the crates under `example-plugins/`, `tests/test-plugins/` and
+//! `tests/hostile-plugins/`. They are built by
 //! one nested `cargo build --target wasm32-wasip2 --profile guest` into `<target dir>/guests`: a
 //! target directory of its own, so the nested cargo neither waits for the outer one's lock nor
 //! inherits its flags.
@@ -17,9 +18,14 @@ const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
 /// Where guest crates live (relative to the workspace root), the constant listing them, and its
 /// doc comment.
-const GUEST_DIRS: [(&str, &str, &str); 2] = [
+const GUEST_DIRS: [(&str, &str, &str); 3] = [
     ("example-plugins", "EXAMPLE_PLUGINS", "Every example plugin"),
     ("tests/test-plugins", "TEST_PLUGINS", "Every test plugin"),
+    (
+        "tests/hostile-plugins",
+        "HOSTILE_PLUGINS",
+        "Every hostile test plugin",
+    ),
 ];
 
 /// The guests of one directory and the constant that lists them.
@@ -86,6 +92,7 @@ fn rerun_if_changed(workspace: &Path) {
         "plugin-sdk/macros/src",
         "example-plugins",
         "tests/test-plugins",
+        "tests/hostile-plugins",
         "Cargo.toml",
         "Cargo.lock",
     ] {

@@ -60,11 +60,14 @@ fn describe(e: &PluginEntry) -> Value {
         "compiles": e.compiles,
         "busy_instances": plugin.map(|p| p.busy_instances()),
         "policy": e.policy,
+        "required": e.settings.required,
+        "grants": e.settings.grants,
         "limits": {
             "fuel": e.limits.fuel,
             "timeout_ms": e.limits.timeout_ms,
             "memory_mb": e.limits.memory_bytes >> 20,
             "stack_kb": e.limits.stack_bytes >> 10,
+            "output_kb": e.limits.output_bytes >> 10,
         },
         "loaded_at_ms": e.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         "reported_name": plugin.map(|p| p.reported_name()),
@@ -101,7 +104,8 @@ pub(super) async fn show(
         })
 }
 
-/// `PUT /api/plugins/{name}`: change config, enabled, order, limits, policy or version.
+/// `PUT /api/plugins/{name}`: change config, enabled, order, limits, policy, version,
+/// quarantine, required or grants.
 pub(super) async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -119,7 +123,7 @@ pub(super) async fn update(
     let patch: PluginPatch = serde_json::from_slice(&bytes).map_err(|e| {
         GatewayError::invalid_request(format!(
             "invalid settings: {e}; send a JSON object with any of config, enabled, order, \
-             limits, policy, version"
+             limits, policy, version, quarantine, required, grants"
         ))
     })?;
     let entry = state.admin.update(&name, patch).await?;

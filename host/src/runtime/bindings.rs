@@ -223,6 +223,113 @@ pub(crate) fn outcome_from_wit(o: types::PostOutcome) -> Result<Outcome, String>
     })
 }
 
+/// The bytes of text and data a hook returned (strings, lists, header names and values): what
+/// its output limit is measured in, checked before any of it is parsed or converted.
+pub(crate) trait OutputSize {
+    /// Bytes of text and data in the value.
+    fn output_bytes(&self) -> usize;
+}
+
+fn opt_len(s: Option<&String>) -> usize {
+    s.map_or(0, String::len)
+}
+
+impl OutputSize for types::Message {
+    fn output_bytes(&self) -> usize {
+        self.role.len() + opt_len(self.content.as_ref()) + opt_len(self.extra.as_ref())
+    }
+}
+
+impl OutputSize for types::ChatRequest {
+    fn output_bytes(&self) -> usize {
+        self.provider.len()
+            + self.model.len()
+            + self
+                .messages
+                .iter()
+                .map(OutputSize::output_bytes)
+                .sum::<usize>()
+            + opt_len(self.user.as_ref())
+            + self.fallbacks.iter().map(String::len).sum::<usize>()
+            + self.extra.len()
+    }
+}
+
+impl OutputSize for types::ChatResponse {
+    fn output_bytes(&self) -> usize {
+        self.id.len()
+            + self.provider.len()
+            + self.model.len()
+            + self
+                .choices
+                .iter()
+                .map(|c| {
+                    c.message.output_bytes()
+                        + opt_len(c.finish_reason.as_ref())
+                        + opt_len(c.extra.as_ref())
+                })
+                .sum::<usize>()
+            + self.extra.len()
+    }
+}
+
+impl OutputSize for types::GatewayError {
+    fn output_bytes(&self) -> usize {
+        self.message.len() + opt_len(self.kind.as_ref()) + opt_len(self.code.as_ref())
+    }
+}
+
+impl OutputSize for types::PreOutcome {
+    fn output_bytes(&self) -> usize {
+        match self {
+            types::PreOutcome::Continue(r) => r.output_bytes(),
+            types::PreOutcome::Respond(r) => r.output_bytes(),
+            types::PreOutcome::Fail(e) => e.output_bytes(),
+        }
+    }
+}
+
+impl OutputSize for types::PostOutcome {
+    fn output_bytes(&self) -> usize {
+        match self {
+            types::PostOutcome::Response(r) => r.output_bytes(),
+            types::PostOutcome::Error(e) => e.output_bytes(),
+        }
+    }
+}
+
+fn headers_bytes(headers: &[(String, String)]) -> usize {
+    headers.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+impl OutputSize for types::TransportOutcome {
+    fn output_bytes(&self) -> usize {
+        match self {
+            types::TransportOutcome::Pass => 0,
+            types::TransportOutcome::Rewrite(r) => headers_bytes(&r.headers) + r.body.len(),
+            types::TransportOutcome::Respond(r) => headers_bytes(&r.headers) + r.body.len(),
+        }
+    }
+}
+
+impl OutputSize for String {
+    fn output_bytes(&self) -> usize {
+        self.len()
+    }
+}
+
+impl OutputSize for () {
+    fn output_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl OutputSize for Hooks {
+    fn output_bytes(&self) -> usize {
+        0
+    }
+}
+
 /// Domain HTTP request -> WIT HTTP request.
 pub(crate) fn http_request_to_wit(r: &HttpRequest) -> types::HttpRequest {
     types::HttpRequest {

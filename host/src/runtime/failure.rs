@@ -15,6 +15,8 @@ pub enum FailureKind {
     GuestError,
     /// The hook returned a value the gateway cannot use (bad JSON in `extra`, bad status...).
     InvalidOutput,
+    /// The hook returned more output than the plugin's output limit allows.
+    OutputTooLarge,
     /// The call burned its fuel.
     OutOfFuel,
     /// The call ran past its wall-clock deadline.
@@ -45,6 +47,7 @@ impl FailureKind {
         match self {
             FailureKind::GuestError => "plugin_error",
             FailureKind::InvalidOutput => "plugin_invalid_output",
+            FailureKind::OutputTooLarge => "plugin_output_too_large",
             FailureKind::OutOfFuel => "plugin_out_of_fuel",
             FailureKind::Deadline => "plugin_deadline_exceeded",
             FailureKind::MemoryLimit => "plugin_memory_limit",

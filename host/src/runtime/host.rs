@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{clock, context, kv, logging, types};
+use super::grants::Grants;
 use super::limits::MemoryLimiter;
 use super::output::GuestOutput;
 use crate::context::RequestContext;
@@ -39,20 +40,27 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<str>, kv: Arc<KvStore>, memory_bytes: u64) -> Self {
-        // No preopened directories, no environment, no arguments, stdin closed, stdout and
-        // stderr captured into the host log, and no network: TCP, UDP and name lookup are off.
+    /// The state of a new instance of `plugin`: a WASI with nothing but what `grants` lends.
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        kv: Arc<KvStore>,
+        memory_bytes: u64,
+        grants: &Grants,
+    ) -> anyhow::Result<Self> {
+        // By default: no preopened directories, no environment, no arguments, stdin closed,
+        // stdout and stderr captured into the host log, and no network: TCP, UDP and name
+        // lookup are off. Grants add environment variables and read-only directories.
         let stdout = GuestOutput::new(plugin.clone(), "stdout");
         let stderr = GuestOutput::new(plugin.clone(), "stderr");
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        Self {
-            wasi,
+            .allow_ip_name_lookup(false);
+        grants.apply(&mut wasi)?;
+        Ok(Self {
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             plugin,
             kv,
@@ -63,7 +71,7 @@ impl HostState {
             deadline_import: None,
             stdout,
             stderr,
-        }
+        })
     }
 
     fn request_id(&self) -> &str {
@@ -266,7 +274,7 @@ mod tests {
     use super::*;
 
     fn state(kv: Arc<KvStore>) -> HostState {
-        HostState::new(Arc::from("slow-kv"), kv, 1 << 20)
+        HostState::new(Arc::from("slow-kv"), kv, 1 << 20, &Grants::default()).expect("no grants")
     }
 
     /// A guest blocked in a host import is not reachable by fuel or epochs: the import itself
@@ -298,7 +306,9 @@ mod tests {
             .await
             .expect("in time");
         assert_eq!(
-            kv::Host::get(&mut state, "k".into()).await.expect("in time"),
+            kv::Host::get(&mut state, "k".into())
+                .await
+                .expect("in time"),
             Some(b"v".to_vec())
         );
         assert!(!state.deadline_hit);

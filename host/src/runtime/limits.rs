@@ -16,6 +16,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Wasm stack limit of a call, in bytes.
     pub stack_bytes: usize,
+    /// Most bytes of text and data one hook call may return (strings, lists, headers),
+    /// checked before the gateway parses or converts any of it.
+    pub output_bytes: usize,
 }
 
 impl Default for Limits {
@@ -25,6 +28,7 @@ impl Default for Limits {
             timeout_ms: 1_000,
             memory_bytes: 64 << 20,
             stack_bytes: 512 << 10,
+            output_bytes: 8 << 20,
         }
     }
 }

@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 mod failure;
+mod grants;
 mod host;
 mod limits;
 mod output;
@@ -26,6 +27,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use failure::{FailureKind, HookFailure};
+pub use grants::{DirGrant, Grants};
 pub use limits::Limits;
 pub use plugin::{LoadedPlugin, PluginInstance};
 pub use quarantine::{QuarantinePolicy, QuarantineStatus};
@@ -33,6 +35,11 @@ pub use stats::{PluginStats, StatsSnapshot};
 
 use crate::kv::KvStore;
 use host::HostState;
+
+/// The WIT package of the plugin world.
+pub const WORLD_PACKAGE: &str = "wasmgate:plugin";
+/// The version of the plugin world this gateway speaks (`wit/plugin.wit`).
+pub const WORLD_VERSION: &str = "0.1.0";
 
 /// How often the epoch ticker advances; the granularity of wall-clock deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -246,8 +253,18 @@ impl Runtime {
                  `wasm32-wasip2` or wrap it with `wasm-tools component new`"
             );
         }
-        Component::new(&flavor.engine, bytes)
-            .map_err(|e| anyhow!("invalid WebAssembly component: {e:#}"))
+        Component::new(&flavor.engine, bytes).map_err(|e| {
+            let text = format!("{e:#}");
+            if text.contains("pooling allocator") {
+                // Valid, but it declares more (tables, memories) than an instance slot holds.
+                anyhow!(
+                    "the component asks for more than a plugin instance may have: {text}. \
+                     Plugins get at most the runtime's pool limits (see runtime.* in the config)"
+                )
+            } else {
+                anyhow!("invalid WebAssembly component: {text}")
+            }
+        })
     }
 
     /// [`Runtime::compile`] through the on-disk cache when one is configured: a valid cached
@@ -317,6 +334,7 @@ impl Runtime {
         config: String,
         limits: Limits,
         quarantine: QuarantinePolicy,
+        grants: Grants,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
         if limits.memory_bytes > self.options.max_memory_bytes {
             anyhow::bail!(
@@ -332,6 +350,7 @@ impl Runtime {
                 limits.stack_bytes
             );
         }
+        check_world_version(compiled)?;
         let pre = compiled
             .1
             .linker
@@ -339,14 +358,79 @@ impl Runtime {
             .map_err(|e| {
                 anyhow!(
                     "the component does not fit the gateway: {e:#}. Plugins may import only the \
-                 wasmgate:plugin@0.1.0 interfaces and WASI 0.2"
+                 wasmgate:plugin@{WORLD_VERSION} interfaces and WASI 0.2"
                 )
             })?;
         let pre = bindings::PluginPre::new(pre).map_err(|e| {
-            anyhow!("the component does not export the wasmgate:plugin@0.1.0 `plugin` world: {e:#}")
+            anyhow!(
+                "the component does not export the wasmgate:plugin@{WORLD_VERSION} `plugin` \
+                 world: {e:#}"
+            )
         })?;
-        LoadedPlugin::load(self.clone(), name, pre, config, limits, quarantine).await
+        LoadedPlugin::load(self.clone(), name, pre, config, limits, quarantine, grants).await
     }
+}
+
+/// Refuses a component built against another version of the plugin world, naming both
+/// versions: a clearer message than the linker's "import not found". Versions match the way
+/// the linker matches them (semver: `0.1.x` is compatible with `0.1.0`).
+fn check_world_version(compiled: &Compiled) -> anyhow::Result<()> {
+    let ours = semver_family(WORLD_VERSION);
+    let ty = compiled.0.component_type();
+    for (name, _) in ty.imports(&compiled.1.engine) {
+        let Some(rest) = name
+            .strip_prefix(WORLD_PACKAGE)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            continue;
+        };
+        let theirs = rest.split_once('@').map_or("", |(_, v)| v);
+        if semver_family(theirs) == ours {
+            continue;
+        }
+        let advice = if newer(theirs, WORLD_VERSION) {
+            "a newer plugin world than this gateway speaks: upgrade the gateway, or build the \
+             plugin against this gateway's `wit/`"
+        } else {
+            "an older plugin world: rebuild the plugin against this gateway's `wit/` (or the \
+             matching wasmgate-sdk)"
+        };
+        anyhow::bail!(
+            "the component was built against {WORLD_PACKAGE}@{theirs} (it imports `{name}`), \
+             but this gateway speaks {WORLD_PACKAGE}@{WORLD_VERSION}; that is {advice}"
+        );
+    }
+    Ok(())
+}
+
+/// The part of a version semver treats as compatible: `major` from 1.0 on, `0.minor` before,
+/// `0.0.patch` before that.
+fn semver_family(version: &str) -> Vec<&str> {
+    let parts: Vec<&str> = version
+        .split(['-', '+'])
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .collect();
+    let keep = match parts.as_slice() {
+        ["0", "0", ..] => 3,
+        ["0", ..] => 2,
+        _ => 1,
+    };
+    parts.into_iter().take(keep).collect()
+}
+
+/// Whether version `a` is greater than `b` (numeric, dot by dot).
+fn newer(a: &str, b: &str) -> bool {
+    let nums = |v: &str| -> Vec<u64> {
+        v.split(['-', '+'])
+            .next()
+            .unwrap_or("")
+            .split('.')
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    nums(a) > nums(b)
 }
 
 /// Advances the epoch of every engine each tick, for as long as the runtime lives: one thread
@@ -368,5 +452,30 @@ fn spawn_epoch_ticker(engines: Arc<std::sync::Mutex<Vec<wasmtime::EngineWeak>>>)
         });
     if let Err(err) = spawned {
         tracing::error!("could not start the epoch ticker; plugin deadlines will not fire: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_world_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        assert!(
+            wit.contains(&format!("package {WORLD_PACKAGE}@{WORLD_VERSION};")),
+            "WORLD_VERSION must match wit/plugin.wit"
+        );
+    }
+
+    #[test]
+    fn versions_are_compared_as_semver_families() {
+        assert_eq!(semver_family("0.1.0"), semver_family("0.1.7"));
+        assert_ne!(semver_family("0.1.0"), semver_family("0.2.0"));
+        assert_ne!(semver_family("0.0.1"), semver_family("0.0.2"));
+        assert_eq!(semver_family("1.2.0"), semver_family("1.9.3"));
+        assert!(newer("0.2.0", "0.1.0"));
+        assert!(newer("0.10.0", "0.9.0"));
+        assert!(!newer("0.0.1", "0.1.0"));
     }
 }

@@ -9,8 +9,9 @@ use tokio::sync::Notify;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::{self, Plugin, PluginPre};
+use super::bindings::{self, OutputSize, Plugin, PluginPre};
 use super::failure::{FailureKind, HookFailure};
+use super::grants::Grants;
 use super::host::HostState;
 use super::limits::Limits;
 use super::quarantine::{Quarantine, QuarantinePolicy, QuarantineStatus};
@@ -25,6 +26,7 @@ pub struct LoadedPlugin {
     reported_name: String,
     hooks: HookSet,
     limits: Limits,
+    grants: Grants,
     config: String,
     runtime: Arc<Runtime>,
     pre: PluginPre<HostState>,
@@ -62,9 +64,10 @@ impl LoadedPlugin {
         config: String,
         limits: Limits,
         quarantine: QuarantinePolicy,
+        grants: Grants,
     ) -> anyhow::Result<Arc<Self>> {
         let name: Arc<str> = Arc::from(name);
-        let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits)
+        let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits, &grants)
             .await
             .map_err(|f| anyhow::anyhow!("{}", f.detail))?;
         let reported_name = first
@@ -87,6 +90,7 @@ impl LoadedPlugin {
             reported_name,
             hooks,
             limits,
+            grants,
             config,
             runtime,
             pre,
@@ -168,8 +172,14 @@ impl LoadedPlugin {
             }
         }
         let started = Instant::now();
-        let created =
-            PluginInstance::instantiate(&self.runtime, &self.name, &self.pre, self.limits).await;
+        let created = PluginInstance::instantiate(
+            &self.runtime,
+            &self.name,
+            &self.pre,
+            self.limits,
+            &self.grants,
+        )
+        .await;
         let mut instance = match created {
             Ok(instance) => instance,
             Err(failure) => {
@@ -387,8 +397,20 @@ impl PluginInstance {
         name: &Arc<str>,
         pre: &PluginPre<HostState>,
         limits: Limits,
+        grants: &Grants,
     ) -> Result<Self, HookFailure> {
-        let state = HostState::new(name.clone(), runtime.kv().clone(), limits.memory_bytes);
+        let state = HostState::new(
+            name.clone(),
+            runtime.kv().clone(),
+            limits.memory_bytes,
+            grants,
+        )
+        .map_err(|e| HookFailure {
+            plugin: name.to_string(),
+            hook: Hook::Init,
+            kind: FailureKind::Instantiate,
+            detail: format!("could not create an instance: {e:#}"),
+        })?;
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(|mut ctx| {
@@ -448,7 +470,7 @@ impl PluginInstance {
 
     /// Runs one export under the instance's limits with `ctx` as the current request, and
     /// turns traps, exceeded limits and guest errors into a classified [`HookFailure`].
-    async fn call<T>(
+    async fn call<T: OutputSize>(
         &mut self,
         ctx: Option<&Arc<RequestContext>>,
         hook: Hook,
@@ -464,6 +486,26 @@ impl PluginInstance {
             .saturating_sub(self.store.get_fuel().unwrap_or(0));
         self.store.data_mut().request = None;
         let plugin = self.store.data().plugin.to_string();
+        let returned = match &result {
+            Ok(Ok(value)) => value.output_bytes(),
+            Ok(Err(message)) => message.len(),
+            Err(_) => 0,
+        };
+        if returned > self.limits.output_bytes {
+            // The instance now holds that much memory: do not keep it.
+            self.poisoned = true;
+            return Err(HookFailure {
+                plugin,
+                hook,
+                kind: FailureKind::OutputTooLarge,
+                detail: format!(
+                    "returned {returned} bytes of output, over its limit of {} bytes; the \
+                     output was dropped unread. Raise the plugin's `limits.output_kb` or \
+                     return less",
+                    self.limits.output_bytes
+                ),
+            });
+        }
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(HookFailure {

@@ -8,9 +8,10 @@ use std::time::Duration;
 use super::failure::FailureKind;
 
 /// Every failure kind, in the order of [`PluginStats::failures`].
-const KINDS: [FailureKind; 8] = [
+const KINDS: [FailureKind; 9] = [
     FailureKind::GuestError,
     FailureKind::InvalidOutput,
+    FailureKind::OutputTooLarge,
     FailureKind::OutOfFuel,
     FailureKind::Deadline,
     FailureKind::MemoryLimit,

@@ -1,7 +1,7 @@
 //! Paths of the workspace's guest plugin components, built from source for tests.
 //!
 //! The build script of this crate builds every crate under `example-plugins/` and
-//! `tests/test-plugins/` for `wasm32-wasip2` with the `guest` profile, in one nested cargo
+//! `tests/test-plugins/` and `tests/hostile-plugins/` for `wasm32-wasip2` with the `guest` profile, in one nested cargo
 //! invocation, into `<target dir>/guests/`, and rebuilds them whenever the WIT, the SDK or a guest
 //! changes. Depend on this crate (as a dev-dependency) and use the constants:
 //!

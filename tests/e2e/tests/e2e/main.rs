@@ -4,6 +4,7 @@
 
 mod admin;
 mod examples;
+mod hostile;
 mod http;
 mod limits;
 mod loading;

@@ -1,0 +1,36 @@
+//! `hostile-past-world`: a component built against `wasmgate:plugin@0.0.1` (a older version of
+//! the plugin world than the gateway's `@0.1.0`): it imports `wasmgate:plugin/logging@0.0.1`.
+//! Expected: refused at load with both versions named, and nothing else affected.
+#![allow(
+    unsafe_code,
+    reason = "wit-bindgen's generated export glue for a one-function test world"
+)]
+
+#[allow(missing_docs, reason = "generated bindings")]
+mod bindings {
+    wit_bindgen::generate!({
+        inline: "
+            package wasmgate:plugin@0.0.1;
+
+            interface logging {
+                log: func(message: string);
+            }
+
+            world plugin {
+                import logging;
+                export get-name: func() -> string;
+            }
+        ",
+    });
+}
+
+struct PastWorld;
+
+impl bindings::Guest for PastWorld {
+    fn get_name() -> String {
+        bindings::wasmgate::plugin::logging::log("hello from @0.0.1");
+        "hostile-past-world".to_string()
+    }
+}
+
+bindings::export!(PastWorld with_types_in bindings);
