@@ -1,8 +1,11 @@
-//! The hostile-plugin soak: runs the real `wasmgate` binary with a chain of misbehaving plugins
-//! (infinite loops stopped by fuel and by the deadline, memory bombs, stack overflows, panics,
-//! errors, a slow plugin) and sends benign traffic alone, then benign traffic interleaved with
-//! requests that trigger every misbehaviour. It reports process crashes, unanswered requests,
-//! wrong status codes, benign p50/p99 latency with and without the hostile load, and peak RSS.
+//! The hostile-plugin soak: runs the real `wasmgate` binary with a chain of the hostile test
+//! plugins (`tests/hostile-plugins/`: infinite loops stopped by fuel and by the deadline, memory
+//! bombs, stack overflows, panics, oversized and deeply nested output, a slow plugin), each
+//! misbehaving only on requests that carry its `x-hostile` trigger header. It sends benign
+//! traffic alone, then benign traffic interleaved with requests that trigger every
+//! misbehaviour, from 8 concurrent clients. It reports process crashes, unanswered requests,
+//! wrong status codes, benign p50/p99 latency with and without the hostile load, and peak RSS
+//! against the bound `baseline + concurrency x largest memory cap`.
 //!
 //! `just soak` builds the binary and runs this; `-- --requests N` sets the requests per hostile
 //! kind (default 1000). Exits non-zero when a crash, a lost request or a wrong status is seen.
@@ -15,48 +18,117 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
+use wasmgate_artifacts as artifacts;
 
-/// Each hostile plugin: name, scripted pre action (applied only to the `hostile` provider),
-/// limits, and the status its requests must get.
-const HOSTILE: &[(&str, &str, &str, u16)] = &[
-    ("loop-fuel", "loop", r#"{"fuel": 20000000}"#, 500),
-    (
-        "loop-deadline",
-        "loop",
-        r#"{"fuel": 100000000000, "timeout_ms": 20}"#,
-        500,
-    ),
-    ("memory-bomb", "grow", r#"{"memory_mb": 16}"#, 500),
-    ("stack-overflow", "recurse", "{}", 500),
-    ("shadow-stack", "recurse-shadow", "{}", 500),
-    ("panic", "trap", "{}", 500),
-    ("error", "error", "{}", 500),
-    ("slow", "sleep-ms:20", "{}", 200),
-];
+/// Concurrent clients in the hostile phase.
+const CONCURRENCY: usize = 8;
 
-fn config(dir: &std::path::Path) -> Value {
-    let plugins: Vec<Value> = HOSTILE
+/// One hostile plugin of the chain: name (also its trigger), component, config, limits, and the
+/// status its triggered requests must get.
+struct Hostile {
+    name: &'static str,
+    path: &'static str,
+    config: Value,
+    limits: Value,
+    status: u16,
+}
+
+fn hostile() -> Vec<Hostile> {
+    let h = |name, path, config: Value, limits: Value, status| Hostile {
+        name,
+        path,
+        config,
+        limits,
+        status,
+    };
+    vec![
+        h(
+            "loop-fuel",
+            artifacts::HOSTILE_LOOP,
+            json!({}),
+            json!({"fuel": 20_000_000}),
+            500,
+        ),
+        h(
+            "loop-deadline",
+            artifacts::HOSTILE_LOOP,
+            json!({}),
+            json!({"fuel": 100_000_000_000u64, "timeout_ms": 20}),
+            500,
+        ),
+        h(
+            "loop-transport",
+            artifacts::HOSTILE_LOOP,
+            json!({"hook": "transport"}),
+            json!({"fuel": 20_000_000}),
+            500,
+        ),
+        h(
+            "memory-bomb",
+            artifacts::HOSTILE_MEMORY,
+            json!({}),
+            json!({"memory_mb": 16}),
+            500,
+        ),
+        h(
+            "stack-overflow",
+            artifacts::HOSTILE_RECURSION,
+            json!({}),
+            json!({}),
+            500,
+        ),
+        h("panic", artifacts::HOSTILE_PANIC, json!({}), json!({}), 500),
+        h(
+            "panic-post",
+            artifacts::HOSTILE_PANIC,
+            json!({"hook": "post"}),
+            json!({}),
+            500,
+        ),
+        h(
+            "huge-output",
+            artifacts::HOSTILE_HUGE_OUTPUT,
+            json!({"bytes": 16 << 20}),
+            json!({"memory_mb": 64, "fuel": 1_000_000_000}),
+            500,
+        ),
+        h(
+            "nested-json",
+            artifacts::HOSTILE_NESTED_JSON,
+            json!({}),
+            json!({}),
+            500,
+        ),
+        h(
+            "slow",
+            artifacts::HOSTILE_SLOW,
+            json!({"ms": 20}),
+            json!({}),
+            200,
+        ),
+    ]
+}
+
+fn config(dir: &std::path::Path, hostile: &[Hostile]) -> Value {
+    let plugins: Vec<Value> = hostile
         .iter()
-        .map(|(name, action, limits, _)| {
+        .map(|h| {
+            let mut config = h.config.clone();
+            config["trigger"] = json!(h.name);
             json!({
-                "name": name,
-                "path": wasmgate_artifacts::SCRIPTED,
-                "config": {"tag": name, "pre": action, "pre_only_provider": name},
-                "limits": serde_json::from_str::<Value>(limits).unwrap_or_default(),
+                "name": h.name,
+                "path": h.path,
+                "config": config,
+                "limits": h.limits,
                 // Measure the sandbox, not the quarantine: keep calling the broken plugins.
                 "quarantine": {"after_failures": 0},
             })
         })
         .collect();
-    let mut providers = json!({"mock": {"type": "mock"}});
-    for (name, ..) in HOSTILE {
-        providers[*name] = json!({"type": "mock"});
-    }
     json!({
         "listen": "127.0.0.1:0",
         "plugins_dir": dir.join("plugins"),
         "cache_dir": dir.join("cache"),
-        "providers": providers,
         "plugins": plugins,
         "runtime": {"max_instances": 512},
     })
@@ -121,8 +193,9 @@ struct Tally {
     answered: u64,
 }
 
-/// Sends `jobs` (model, expected status) with `concurrency` clients.
-async fn run(addr: &str, jobs: Vec<(String, u16)>, concurrency: usize) -> Tally {
+/// Sends `jobs` (trigger header or none for benign, expected status) with `concurrency`
+/// clients.
+async fn run(addr: &str, jobs: Vec<(Option<&'static str>, u16)>, concurrency: usize) -> Tally {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -137,11 +210,19 @@ async fn run(addr: &str, jobs: Vec<(String, u16)>, concurrency: usize) -> Tally 
                 let mut tally = Tally::default();
                 loop {
                     let next = jobs.lock().ok().and_then(|mut j| j.next());
-                    let Some((model, expected)) = next else { break };
-                    let body =
-                        json!({"model": model, "messages": [{"role": "user", "content": "soak"}]});
+                    let Some((trigger, expected)) = next else {
+                        break;
+                    };
+                    let body = json!({
+                        "model": "mock/echo",
+                        "messages": [{"role": "user", "content": "soak"}],
+                    });
                     let started = Instant::now();
-                    match client.post(&url).json(&body).send().await {
+                    let mut request = client.post(&url).json(&body);
+                    if let Some(trigger) = trigger {
+                        request = request.header("x-hostile", trigger);
+                    }
+                    match request.send().await {
                         Ok(resp) => {
                             let status = resp.status().as_u16();
                             let _ = resp.bytes().await;
@@ -149,7 +230,7 @@ async fn run(addr: &str, jobs: Vec<(String, u16)>, concurrency: usize) -> Tally 
                             if status != expected {
                                 tally.wrong_status += 1;
                             }
-                            if model == "mock/echo" {
+                            if trigger.is_none() {
                                 tally.benign_latency.push(started.elapsed());
                             }
                         }
@@ -192,25 +273,24 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(1000);
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("soak.json");
-    std::fs::write(&config_path, config(dir.path()).to_string())?;
+    let hostile = hostile();
+    std::fs::write(&config_path, config(dir.path(), &hostile).to_string())?;
     let mut gateway = start(&config_path)?;
     let pid = gateway.child.id();
     let baseline_rss = peak_rss_mib(pid);
 
-    let benign: Vec<_> = (0..per_kind)
-        .map(|_| ("mock/echo".to_string(), 200))
-        .collect();
+    let benign: Vec<_> = (0..per_kind).map(|_| (None, 200)).collect();
     let mut quiet = run(&gateway.addr, benign.clone(), 4).await;
 
     let mut mixed = Vec::new();
     for job in &benign {
-        mixed.push(job.clone());
-        for (name, _, _, status) in HOSTILE {
-            mixed.push((format!("{name}/echo"), *status));
+        mixed.push(*job);
+        for h in &hostile {
+            mixed.push((Some(h.name), h.status));
         }
     }
     let started = Instant::now();
-    let mut loud = run(&gateway.addr, mixed, 8).await;
+    let mut loud = run(&gateway.addr, mixed, CONCURRENCY).await;
     let elapsed = started.elapsed();
     let crashed = gateway.child.try_wait()?.is_some();
     let peak_rss = peak_rss_mib(pid);
@@ -218,7 +298,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "hostile kinds: {}, requests per kind: {per_kind}, mixed phase: {:.1} s",
-        HOSTILE.len(),
+        hostile.len(),
         elapsed.as_secs_f64()
     );
     println!("process crashes:        {}", u8::from(crashed));
@@ -240,9 +320,21 @@ async fn main() -> anyhow::Result<()> {
         percentile(&mut loud.benign_latency, 0.5),
         percentile(&mut loud.benign_latency, 0.99)
     );
-    println!("peak RSS:               {peak_rss} MiB (baseline {baseline_rss} MiB)");
+    let largest_cap = hostile
+        .iter()
+        .map(|h| h.limits["memory_mb"].as_u64().unwrap_or(64))
+        .max()
+        .unwrap_or(64);
+    let bound = baseline_rss + CONCURRENCY as u64 * largest_cap;
+    println!(
+        "peak RSS:               {peak_rss} MiB (baseline {baseline_rss} MiB; bound baseline + \
+         {CONCURRENCY} x {largest_cap} MiB = {bound} MiB)"
+    );
     if crashed || quiet.unanswered + loud.unanswered + quiet.wrong_status + loud.wrong_status > 0 {
         bail!("the soak found crashes, unanswered requests or wrong statuses");
+    }
+    if peak_rss > bound {
+        bail!("peak RSS {peak_rss} MiB is over the bound of {bound} MiB");
     }
     Ok(())
 }
