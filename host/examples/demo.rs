@@ -33,11 +33,15 @@ async fn main() -> anyhow::Result<()> {
             wasmgate_artifacts::HELLO_WORLD,
             json!({"greeting": "hello from the wasmgate demo"}),
         ),
-        plugin(
-            "auth",
-            wasmgate_artifacts::AUTH,
-            json!({"keys": ["sk-demo"]}),
-        ),
+        // Authentication must never be skipped: if it fails to load, refuse every request.
+        PluginConfig {
+            required: true,
+            ..plugin(
+                "auth",
+                wasmgate_artifacts::AUTH,
+                json!({"keys": ["sk-demo"]}),
+            )
+        },
         plugin(
             "cache",
             wasmgate_artifacts::CACHE,

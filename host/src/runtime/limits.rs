@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Most elements a plugin's table may have, declared or grown (the pool's slot size too).
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
+
 /// The limits every hook call of a plugin runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -53,7 +56,7 @@ impl MemoryLimiter {
     pub(crate) fn new(max_bytes: u64) -> Self {
         Self {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
-            max_table_elements: 100_000,
+            max_table_elements: MAX_TABLE_ELEMENTS,
             hit: false,
         }
     }

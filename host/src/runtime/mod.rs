@@ -175,6 +175,7 @@ impl Runtime {
             .total_stacks(instances)
             .max_memories_per_module(2)
             .max_tables_per_module(4)
+            .table_elements(limits::MAX_TABLE_ELEMENTS)
             .max_memory_size(
                 usize::try_from(options.max_memory_bytes)
                     .context("runtime.max_memory_bytes does not fit this platform")?,
