@@ -419,6 +419,22 @@ mod tests {
                 r#"{"plugins": [{"name": "a", "limits": {"memory_mb": 4096}}]}"#,
                 "memory_mb",
             ),
+            (
+                r#"{"plugins": [{"name": "a", "grants": {"env": ["A=B"]}}]}"#,
+                "plugins[0].grants.env[0]",
+            ),
+            (
+                r#"{"plugins": [{"name": "a", "grants": {"read_dirs": [{"host": "d", "guest": "data"}]}}]}"#,
+                "plugins[0].grants.read_dirs[0].guest",
+            ),
+            (
+                r#"{"plugins": [{"name": "a", "grants": {"network": true}}]}"#,
+                "plugins[0].grants",
+            ),
+            (
+                r#"{"plugins": [{"name": "a", "limits": {"output_kb": 0}}]}"#,
+                "plugins[0].limits.output_kb",
+            ),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", Config::parse(text).expect_err(text));
@@ -436,5 +452,22 @@ mod tests {
         assert_eq!(limits.timeout_ms, 50);
         assert_eq!(limits.memory_bytes, 8 << 20);
         assert_eq!(limits.fuel, Limits::default().fuel);
+    }
+
+    #[test]
+    fn granted_directories_resolve_against_the_config_file() {
+        let mut config = Config::parse(
+            r#"{"plugins": [{"name": "a", "required": true,
+                "grants": {"env": ["HOME"], "read_dirs": [{"host": "data", "guest": "/data"}]}}]}"#,
+        )
+        .expect("valid");
+        config.resolve_paths(Path::new("/etc/wasmgate"));
+        let plugin = &config.plugins[0];
+        assert!(plugin.required);
+        assert_eq!(plugin.grants.env, ["HOME"]);
+        assert_eq!(
+            plugin.grants.read_dirs[0].host,
+            Path::new("/etc/wasmgate/data")
+        );
     }
 }
