@@ -15,7 +15,10 @@ pub struct Config {
 }
 
 #[inline(never)]
-#[allow(unconditional_recursion, reason = "unbounded recursion is this plugin's purpose")]
+#[allow(
+    unconditional_recursion,
+    reason = "unbounded recursion is this plugin's purpose"
+)]
 fn deeper(n: u64) -> u64 {
     let here = core::hint::black_box(n);
     deeper(here + 1).wrapping_add(here)
