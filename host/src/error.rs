@@ -20,6 +20,8 @@ pub struct GatewayError {
     pub param: Option<String>,
     /// Whether fallback providers may be tried after this error; none means allowed.
     pub allow_fallbacks: Option<bool>,
+    /// Extra HTTP headers sent with the error (e.g. `retry-after`), names lower-case.
+    pub headers: Vec<(String, String)>,
 }
 
 impl GatewayError {
@@ -32,6 +34,7 @@ impl GatewayError {
             code: None,
             param: None,
             allow_fallbacks: None,
+            headers: Vec::new(),
         }
     }
 
@@ -65,6 +68,13 @@ impl GatewayError {
     /// Sets the request field the error is about.
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    /// Adds a header to send with the error.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers
+            .push((name.into().to_ascii_lowercase(), value.into()));
         self
     }
 

@@ -63,6 +63,34 @@ pub enum PreOutcome {
 /// The state of a request after the provider or a short-circuit; what post-hooks transform.
 pub type Outcome = Result<ChatResponse, GatewayError>;
 
+/// One chunk of a streamed completion, as plugins see it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamChunk {
+    /// Position in the stream, from 0.
+    pub index: u32,
+    /// The choice it belongs to.
+    pub choice: u32,
+    /// The role, on the first chunk of a choice.
+    pub role: Option<String>,
+    /// A piece of the generated text.
+    pub content: Option<String>,
+    /// Why generation stopped, on a choice's last chunk.
+    pub finish_reason: Option<String>,
+    /// Token accounting, on the final chunk when known.
+    pub usage: Option<crate::chat::Usage>,
+}
+
+/// What a stream-chunk hook decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChunkOutcome {
+    /// Send this chunk on.
+    Emit(StreamChunk),
+    /// Send nothing for this chunk.
+    Drop,
+    /// End the stream with this error.
+    Fail(GatewayError),
+}
+
 /// The hooks a plugin declares it implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct HookSet {
@@ -72,6 +100,10 @@ pub struct HookSet {
     pub pre_hook: bool,
     /// Implements `post-hook`.
     pub post_hook: bool,
+    /// Implements `stream-chunk`.
+    pub stream_chunk: bool,
+    /// Implements `on-error`.
+    pub on_error: bool,
     /// Implements `cleanup`.
     pub cleanup: bool,
 }
@@ -79,7 +111,11 @@ pub struct HookSet {
 impl HookSet {
     /// Whether the plugin takes part in requests at all.
     pub fn any_request_hook(&self) -> bool {
-        self.transport_interceptor || self.pre_hook || self.post_hook
+        self.transport_interceptor
+            || self.pre_hook
+            || self.post_hook
+            || self.stream_chunk
+            || self.on_error
     }
 }
 
@@ -94,6 +130,10 @@ pub enum Hook {
     PreHook,
     /// `post-hook`.
     PostHook,
+    /// `stream-chunk`.
+    StreamChunk,
+    /// `on-error`.
+    OnError,
     /// `cleanup`.
     Cleanup,
 }
@@ -106,6 +146,8 @@ impl Hook {
             Hook::TransportInterceptor => "transport-interceptor",
             Hook::PreHook => "pre-hook",
             Hook::PostHook => "post-hook",
+            Hook::StreamChunk => "stream-chunk",
+            Hook::OnError => "on-error",
             Hook::Cleanup => "cleanup",
         }
     }

@@ -56,6 +56,9 @@ pub struct Session {
     chain: Arc<Chain>,
     ctx: Arc<RequestContext>,
     slots: Vec<Option<PluginInstance>>,
+    /// Which links had a hook fail during this request (the error stage skips them: their
+    /// failure is already what the request ends with, or was skipped by fail-open).
+    failed: Vec<bool>,
 }
 
 impl std::fmt::Debug for Session {
@@ -91,6 +94,9 @@ impl Session {
             None => link.plugin.checkout().await?,
         };
         let result = call(link, &mut instance, &self.ctx).await;
+        if result.is_err() {
+            self.failed[i] = true;
+        }
         if instance.is_poisoned() {
             // Never reused: the pool drops it and frees its slot.
             link.plugin.checkin(instance);
@@ -160,10 +166,12 @@ impl Pipeline {
     pub fn session(&self, headers: Headers) -> Session {
         let chain = self.registry.chain();
         let slots = chain.links.iter().map(|_| None).collect();
+        let failed = vec![false; chain.links.len()];
         Session {
             chain,
             ctx: Arc::new(RequestContext::new(headers)),
             slots,
+            failed,
         }
     }
 
@@ -223,6 +231,34 @@ impl Pipeline {
             headers: req.headers,
             body: req.body,
         })
+    }
+
+    /// The error stage: runs the `on-error` hook of every plugin in the chain (except those that
+    /// already failed during this request), in post-hook order (reverse of the pre-hooks), on
+    /// the error a request ends in, before it leaves the gateway. Each may rewrite the error; a failing hook is handled by its plugin's policy
+    /// (fail-closed: the plugin failure becomes the error the next plugins and the client see).
+    pub async fn finish_error(&self, session: &mut Session, mut err: GatewayError) -> GatewayError {
+        for i in (0..session.chain.links.len()).rev() {
+            if !session.chain.links[i].hooks.on_error || session.failed[i] {
+                continue;
+            }
+            let result = session
+                .with_instance(i, Hook::OnError, async |link, instance, ctx| {
+                    link.plugin.on_error(instance, ctx, &err).await
+                })
+                .await;
+            match result {
+                Ok(next) => err = next,
+                Err(failure) => {
+                    if let Err(failed) =
+                        apply_policy(&session.chain.links[i], &session.ctx, &failure)
+                    {
+                        err = failed;
+                    }
+                }
+            }
+        }
+        err
     }
 
     /// Runs a parsed request through the pre-hooks, the provider and the post-hooks, trying its

@@ -8,19 +8,41 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 pub use crate::bindings::Guest;
-use crate::{ChatRequest, Ctx, Hooks, HttpRequest, Plugin, PostOutcome, PreOutcome, Result};
+use crate::{
+    ChatRequest, ChunkOutcome, Ctx, GatewayError, Hooks, HttpRequest, Plugin, PostOutcome,
+    PreOutcome, Result, StreamChunk,
+};
 use crate::{TransportOutcome, bindings};
 
 /// Where an instance's plugin value lives between calls: set by `init`, dropped after `cleanup`.
 pub type Slot<T> = LocalKey<RefCell<Option<T>>>;
 
-/// `hooks` export: the flags for the hooks that are present, in WIT order.
-pub fn hooks(transport: bool, pre: bool, post: bool, cleanup: bool) -> Hooks {
+/// Which hooks an impl defines (what the `hooks` export reports).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defined {
+    /// `transport_interceptor`.
+    pub transport: bool,
+    /// `pre_hook`.
+    pub pre: bool,
+    /// `post_hook`.
+    pub post: bool,
+    /// `stream_chunk`.
+    pub stream_chunk: bool,
+    /// `on_error`.
+    pub on_error: bool,
+    /// `cleanup`.
+    pub cleanup: bool,
+}
+
+/// `hooks` export: the flags for the hooks that are present.
+pub fn hooks(defined: Defined) -> Hooks {
     let mut hooks = Hooks::empty();
-    hooks.set(Hooks::TRANSPORT_INTERCEPTOR, transport);
-    hooks.set(Hooks::PRE_HOOK, pre);
-    hooks.set(Hooks::POST_HOOK, post);
-    hooks.set(Hooks::CLEANUP, cleanup);
+    hooks.set(Hooks::TRANSPORT_INTERCEPTOR, defined.transport);
+    hooks.set(Hooks::PRE_HOOK, defined.pre);
+    hooks.set(Hooks::POST_HOOK, defined.post);
+    hooks.set(Hooks::STREAM_CHUNK, defined.stream_chunk);
+    hooks.set(Hooks::ON_ERROR, defined.on_error);
+    hooks.set(Hooks::CLEANUP, defined.cleanup);
     hooks
 }
 
@@ -50,6 +72,16 @@ pub fn pre_hook<T: Plugin>(slot: &'static Slot<T>, req: ChatRequest) -> Result<P
 /// `post-hook` export.
 pub fn post_hook<T: Plugin>(slot: &'static Slot<T>, outcome: PostOutcome) -> Result<PostOutcome> {
     with_plugin(slot, "post-hook", |p, ctx| p.post_hook(ctx, outcome))
+}
+
+/// `stream-chunk` export.
+pub fn stream_chunk<T: Plugin>(slot: &'static Slot<T>, chunk: StreamChunk) -> Result<ChunkOutcome> {
+    with_plugin(slot, "stream-chunk", |p, ctx| p.stream_chunk(ctx, chunk))
+}
+
+/// `on-error` export.
+pub fn on_error<T: Plugin>(slot: &'static Slot<T>, error: GatewayError) -> Result<GatewayError> {
+    with_plugin(slot, "on-error", |p, ctx| p.on_error(ctx, error))
 }
 
 /// `cleanup` export: runs the plugin's cleanup, then drops the plugin.
@@ -109,12 +141,22 @@ mod tests {
 
     #[test]
     fn hooks_flags_follow_presence() {
-        assert_eq!(hooks(false, false, false, false), Hooks::empty());
-        assert_eq!(
-            hooks(false, true, true, false),
-            Hooks::PRE_HOOK | Hooks::POST_HOOK
-        );
-        assert_eq!(hooks(true, true, true, true), Hooks::all());
+        assert_eq!(hooks(Defined::default()), Hooks::empty());
+        let some = Defined {
+            pre: true,
+            post: true,
+            ..Defined::default()
+        };
+        assert_eq!(hooks(some), Hooks::PRE_HOOK | Hooks::POST_HOOK);
+        let all = Defined {
+            transport: true,
+            pre: true,
+            post: true,
+            stream_chunk: true,
+            on_error: true,
+            cleanup: true,
+        };
+        assert_eq!(hooks(all), Hooks::all());
     }
 
     #[test]

@@ -78,8 +78,9 @@ pub use config::{config_error, parse_config};
 pub use ctx::Ctx;
 pub use plugin::Plugin;
 pub use types::{
-    ChatRequest, ChatResponse, Choice, GatewayError, Headers, Hooks, HttpRequest, HttpResponse,
-    HttpRewrite, Message, PostOutcome, PreOutcome, TransportOutcome, Usage,
+    ChatRequest, ChatResponse, Choice, ChunkOutcome, GatewayError, Headers, Hooks, HttpRequest,
+    HttpResponse, HttpRewrite, Message, PostOutcome, PreOutcome, StreamChunk, TransportOutcome,
+    Usage,
 };
 
 /// Registers a [`Plugin`] implementation as the plugin of this component.
@@ -88,7 +89,7 @@ pub use types::{
 /// and generates, next to it:
 /// - the export of `T` as the component's implementation of the `wasmgate:plugin` world;
 /// - the `hooks()` export, reporting exactly the hooks the impl defines: `transport_interceptor`,
-///   `pre_hook`, `post_hook`, `cleanup`. The gateway never calls a hook that is not reported, so
+///   `pre_hook`, `post_hook`, `stream_chunk`, `on_error`, `cleanup`. The gateway never calls a hook that is not reported, so
 ///   a hook left to its trait default costs nothing;
 /// - the instance slot: `init` stores the value it returns in a thread-local, every hook borrows
 ///   it mutably, and a hook called before a successful `init` fails with

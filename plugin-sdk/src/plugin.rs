@@ -1,6 +1,9 @@
 //! The [`Plugin`] trait: the one thing a plugin author implements.
 
-use crate::{ChatRequest, Ctx, HttpRequest, PostOutcome, PreOutcome, Result, TransportOutcome};
+use crate::{
+    ChatRequest, ChunkOutcome, Ctx, GatewayError, HttpRequest, PostOutcome, PreOutcome, Result,
+    StreamChunk, TransportOutcome,
+};
 
 /// A gateway plugin: its constructor and the hooks it takes part in.
 ///
@@ -67,6 +70,32 @@ pub trait Plugin: Sized + 'static {
     fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
         let _ = ctx;
         Ok(outcome)
+    }
+
+    /// Runs on each chunk of a streamed completion (`stream: true`), in post-hook order, for the
+    /// plugins whose pre-hook ran. The post-hooks see the assembled response once the stream
+    /// ends, so a plugin that only needs the whole response implements `post_hook` alone.
+    ///
+    /// Return [`ChunkOutcome::Emit`] with the (possibly edited) chunk, [`ChunkOutcome::Drop`] to
+    /// send nothing for it, or [`ChunkOutcome::Fail`] to end the stream with an error. A plugin
+    /// that must see across chunk boundaries (a filter for a word split over two chunks) keeps
+    /// the tail of the text in `self` and emits it with a later chunk: the last chunk of a
+    /// choice has `finish_reason` set.
+    ///
+    /// Default: `Emit(chunk)`.
+    fn stream_chunk(&mut self, ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
+        let _ = ctx;
+        Ok(ChunkOutcome::Emit(chunk))
+    }
+
+    /// The error stage: runs when the request ends in an error, after the post-hooks and before
+    /// the error leaves the gateway, for every plugin in the chain. Rewrite the error (mask
+    /// upstream details, add a header); recovering is the post-hook's job.
+    ///
+    /// Default: the error unchanged.
+    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<GatewayError> {
+        let _ = ctx;
+        Ok(error)
     }
 
     /// Called once when the instance is retired (plugin unloaded or gateway shut down); the

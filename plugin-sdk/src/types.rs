@@ -5,8 +5,9 @@ use serde_json::{Map, Value};
 
 use crate::Result;
 pub use crate::bindings::wasmgate::plugin::types::{
-    ChatRequest, ChatResponse, Choice, GatewayError, Headers, Hooks, HttpRequest, HttpResponse,
-    HttpRewrite, Message, PostOutcome, PreOutcome, TransportOutcome, Usage,
+    ChatRequest, ChatResponse, Choice, ChunkOutcome, GatewayError, Headers, Hooks, HttpRequest,
+    HttpResponse, HttpRewrite, Message, PostOutcome, PreOutcome, StreamChunk, TransportOutcome,
+    Usage,
 };
 
 impl GatewayError {
@@ -19,7 +20,15 @@ impl GatewayError {
             code: None,
             status,
             allow_fallbacks: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds an HTTP header sent with the error if it reaches the client, e.g.
+    /// `.header("retry-after", "30")`.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
     }
 
     /// Sets the OpenAI error type, e.g. `"authentication_error"`, `"rate_limit_error"`.

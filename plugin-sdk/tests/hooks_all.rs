@@ -6,7 +6,8 @@
 )]
 
 use wasmgate_sdk::{
-    ChatRequest, Ctx, Hooks, HttpRequest, Plugin, PostOutcome, PreOutcome, Result, TransportOutcome,
+    ChatRequest, ChunkOutcome, Ctx, GatewayError, Hooks, HttpRequest, Plugin, PostOutcome,
+    PreOutcome, Result, StreamChunk, TransportOutcome,
 };
 
 struct All;
@@ -27,6 +28,12 @@ impl wasmgate_sdk::Plugin for All {
     }
     fn post_hook(&mut self, _: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
         Ok(outcome)
+    }
+    fn stream_chunk(&mut self, _: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
+        Ok(ChunkOutcome::Emit(chunk))
+    }
+    fn on_error(&mut self, _: &Ctx, error: GatewayError) -> Result<GatewayError> {
+        Ok(error)
     }
     fn cleanup(&mut self) -> Result<()> {
         Ok(())

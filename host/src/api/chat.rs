@@ -10,7 +10,7 @@ use super::{ApiError, AppState};
 use crate::chat::ChatRequest;
 use crate::error::GatewayError;
 use crate::hooks::{Headers, HttpRequest, HttpResponse};
-use crate::pipeline::Transported;
+use crate::pipeline::{Session, Transported};
 
 /// Header names lower-cased, values that are not UTF-8 dropped.
 fn headers_of(map: &HeaderMap) -> Headers {
@@ -57,15 +57,41 @@ pub(super) async fn completions(
     let headers = headers_of(&headers);
     let mut session = pipeline.session(headers.clone());
     let request_id = session.context().id().to_string();
+    let result = serve(&state, &mut session, method, uri, headers, body.to_vec()).await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            let err = pipeline.finish_error(&mut session, err).await;
+            ApiError(err).into_response()
+        }
+    };
+    drop(session);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+/// Everything between reading the body and rendering: transport interceptors, parsing,
+/// validation and the pipeline. Its error goes through the error stage before it is sent.
+async fn serve(
+    state: &AppState,
+    session: &mut Session,
+    method: Method,
+    uri: Uri,
+    headers: Headers,
+    body: Vec<u8>,
+) -> Result<Response, GatewayError> {
+    let pipeline = &state.pipeline;
     let raw = HttpRequest {
         method: method.to_string(),
         path: uri
             .path_and_query()
             .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string()),
         headers,
-        body: body.to_vec(),
+        body,
     };
-    let body = match pipeline.transport(&mut session, raw).await? {
+    let body = match pipeline.transport(session, raw).await? {
         Transported::Respond(response) => return Ok(raw_response(response)),
         Transported::Continue { body, .. } => body,
     };
@@ -74,8 +100,7 @@ pub(super) async fn completions(
         return Err(GatewayError::invalid_request(
             "`stream: true` is not supported yet; send the request without `stream` to get one JSON response",
         )
-        .with_param("stream")
-        .into());
+        .with_param("stream"));
     }
     pipeline
         .providers()
@@ -87,14 +112,6 @@ pub(super) async fn completions(
             .check_target(provider, model)
             .map_err(|e| e.with_param(format!("fallbacks[{i}]")))?;
     }
-    let outcome = pipeline.run(&mut session, req).await;
-    drop(session);
-    let mut response = match outcome {
-        Ok(response) => Json(response.to_json()).into_response(),
-        Err(err) => ApiError(err).into_response(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    Ok(response)
+    let response = pipeline.run(session, req).await?;
+    Ok(Json(response.to_json()).into_response())
 }

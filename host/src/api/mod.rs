@@ -86,7 +86,16 @@ impl IntoResponse for ApiError {
                 err.message
             );
         }
-        (status, Json(err.to_json())).into_response()
+        let mut response = (status, Json(err.to_json())).into_response();
+        for (name, value) in &err.headers {
+            if let (Ok(name), Ok(value)) = (
+                axum::http::HeaderName::from_bytes(name.as_bytes()),
+                axum::http::HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
     }
 }
 

@@ -3,7 +3,9 @@
 
 use crate::chat::{self, ChatRequest, ChatResponse, Choice, Message, Usage};
 use crate::error::GatewayError;
-use crate::hooks::{self, HookSet, HttpRequest, Outcome, PreOutcome, TransportOutcome};
+use crate::hooks::{
+    self, ChunkOutcome, HookSet, HttpRequest, Outcome, PreOutcome, TransportOutcome,
+};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -44,6 +46,8 @@ impl From<Hooks> for HookSet {
             transport_interceptor: h.contains(Hooks::TRANSPORT_INTERCEPTOR),
             pre_hook: h.contains(Hooks::PRE_HOOK),
             post_hook: h.contains(Hooks::POST_HOOK),
+            stream_chunk: h.contains(Hooks::STREAM_CHUNK),
+            on_error: h.contains(Hooks::ON_ERROR),
             cleanup: h.contains(Hooks::CLEANUP),
         }
     }
@@ -171,22 +175,46 @@ fn response_from_wit(r: types::ChatResponse) -> Result<ChatResponse, String> {
     })
 }
 
-fn error_to_wit(e: &GatewayError) -> types::GatewayError {
+/// Whether `name: value` is a valid HTTP header (RFC 9110 token name; value without control
+/// characters other than tab).
+fn valid_header(name: &str, value: &str) -> bool {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    !name.is_empty()
+        && name.bytes().all(token)
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Domain error -> WIT error.
+pub(crate) fn error_to_wit(e: &GatewayError) -> types::GatewayError {
     types::GatewayError {
         message: e.message.clone(),
         kind: e.kind.clone(),
         code: e.code.clone(),
         status: e.status,
         allow_fallbacks: e.allow_fallbacks,
+        headers: e.headers.clone(),
     }
 }
 
-fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, String> {
+/// WIT error -> domain error; the status must be an HTTP error status and header names and
+/// values must be valid HTTP.
+pub(crate) fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, String> {
     if !(400..=599).contains(&e.status) {
         return Err(format!(
             "returned a gateway-error with status {}, outside 400..=599",
             e.status
         ));
+    }
+    let mut headers = Vec::with_capacity(e.headers.len());
+    for (name, value) in e.headers {
+        if !valid_header(&name, &value) {
+            return Err(format!(
+                "returned a gateway-error with an invalid HTTP header {name:?}: {value:?}"
+            ));
+        }
+        headers.push((name.to_ascii_lowercase(), value));
     }
     Ok(GatewayError {
         status: e.status,
@@ -195,6 +223,7 @@ fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, String> {
         code: e.code,
         param: None,
         allow_fallbacks: e.allow_fallbacks,
+        headers,
     })
 }
 
@@ -275,8 +304,65 @@ impl OutputSize for types::ChatResponse {
 
 impl OutputSize for types::GatewayError {
     fn output_bytes(&self) -> usize {
-        self.message.len() + opt_len(self.kind.as_ref()) + opt_len(self.code.as_ref())
+        self.message.len()
+            + opt_len(self.kind.as_ref())
+            + opt_len(self.code.as_ref())
+            + headers_bytes(&self.headers)
     }
+}
+
+impl OutputSize for types::StreamChunk {
+    fn output_bytes(&self) -> usize {
+        opt_len(self.role.as_ref())
+            + opt_len(self.content.as_ref())
+            + opt_len(self.finish_reason.as_ref())
+    }
+}
+
+impl OutputSize for types::ChunkOutcome {
+    fn output_bytes(&self) -> usize {
+        match self {
+            types::ChunkOutcome::Emit(c) => c.output_bytes(),
+            types::ChunkOutcome::Drop => 0,
+            types::ChunkOutcome::Fail(e) => e.output_bytes(),
+        }
+    }
+}
+
+/// Domain chunk -> WIT chunk.
+pub(crate) fn chunk_to_wit(c: &hooks::StreamChunk) -> types::StreamChunk {
+    types::StreamChunk {
+        index: c.index,
+        choice: c.choice,
+        role: c.role.clone(),
+        content: c.content.clone(),
+        finish_reason: c.finish_reason.clone(),
+        usage: c.usage.map(|u| types::Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+    }
+}
+
+/// WIT chunk outcome -> domain chunk outcome.
+pub(crate) fn chunk_outcome_from_wit(o: types::ChunkOutcome) -> Result<ChunkOutcome, String> {
+    Ok(match o {
+        types::ChunkOutcome::Emit(c) => ChunkOutcome::Emit(hooks::StreamChunk {
+            index: c.index,
+            choice: c.choice,
+            role: c.role,
+            content: c.content,
+            finish_reason: c.finish_reason,
+            usage: c.usage.map(|u| Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+            }),
+        }),
+        types::ChunkOutcome::Drop => ChunkOutcome::Drop,
+        types::ChunkOutcome::Fail(e) => ChunkOutcome::Fail(error_from_wit(e)?),
+    })
 }
 
 impl OutputSize for types::PreOutcome {

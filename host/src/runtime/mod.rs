@@ -39,7 +39,7 @@ use host::HostState;
 /// The WIT package of the plugin world.
 pub const WORLD_PACKAGE: &str = "wasmgate:plugin";
 /// The version of the plugin world this gateway speaks (`wit/plugin.wit`).
-pub const WORLD_VERSION: &str = "0.1.0";
+pub const WORLD_VERSION: &str = "0.2.0";
 
 /// How often the epoch ticker advances; the granularity of wall-clock deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -18,7 +18,10 @@ use super::quarantine::{Quarantine, QuarantinePolicy, QuarantineStatus};
 use super::stats::{PluginStats, StatsSnapshot};
 use crate::chat::ChatRequest;
 use crate::context::RequestContext;
-use crate::hooks::{Hook, HookSet, HttpRequest, Outcome, PreOutcome, TransportOutcome};
+use crate::error::GatewayError;
+use crate::hooks::{
+    ChunkOutcome, Hook, HookSet, HttpRequest, Outcome, PreOutcome, StreamChunk, TransportOutcome,
+};
 
 /// A plugin that compiled, linked and initialised: the unit the pipeline runs.
 pub struct LoadedPlugin {
@@ -337,6 +340,47 @@ impl LoadedPlugin {
         result
     }
 
+    /// Runs the stream-chunk hook on `instance`.
+    pub async fn stream_chunk(
+        &self,
+        instance: &mut PluginInstance,
+        ctx: &Arc<RequestContext>,
+        chunk: &StreamChunk,
+    ) -> Result<ChunkOutcome, HookFailure> {
+        let wit = bindings::chunk_to_wit(chunk);
+        let result = instance
+            .call(Some(ctx), Hook::StreamChunk, async |p, s| {
+                p.call_stream_chunk(s, &wit).await
+            })
+            .await
+            .and_then(|o| {
+                bindings::chunk_outcome_from_wit(o)
+                    .map_err(|why| instance.invalid(Hook::StreamChunk, why))
+            });
+        self.observe(Hook::StreamChunk, instance, &result);
+        result
+    }
+
+    /// Runs the error stage hook on `instance`.
+    pub async fn on_error(
+        &self,
+        instance: &mut PluginInstance,
+        ctx: &Arc<RequestContext>,
+        error: &GatewayError,
+    ) -> Result<GatewayError, HookFailure> {
+        let wit = bindings::error_to_wit(error);
+        let result = instance
+            .call(Some(ctx), Hook::OnError, async |p, s| {
+                p.call_on_error(s, &wit).await
+            })
+            .await
+            .and_then(|e| {
+                bindings::error_from_wit(e).map_err(|why| instance.invalid(Hook::OnError, why))
+            });
+        self.observe(Hook::OnError, instance, &result);
+        result
+    }
+
     fn observe<T>(&self, hook: Hook, instance: &PluginInstance, result: &Result<T, HookFailure>) {
         self.stats.record(
             instance.last_elapsed,
@@ -353,7 +397,9 @@ impl LoadedPlugin {
             Hook::TransportInterceptor => 1,
             Hook::PreHook => 2,
             Hook::PostHook => 3,
-            Hook::Cleanup => 4,
+            Hook::StreamChunk => 4,
+            Hook::OnError => 5,
+            Hook::Cleanup => 6,
         };
         if let Some(backoff) = self.quarantine.record(index, failed) {
             tracing::warn!(

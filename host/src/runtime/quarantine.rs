@@ -33,7 +33,7 @@ impl Default for QuarantinePolicy {
 }
 
 /// Hooks counted separately: init (instance creation), transport, pre, post, cleanup.
-const HOOKS: usize = 5;
+const HOOKS: usize = 7;
 
 #[derive(Debug, Default)]
 struct State {

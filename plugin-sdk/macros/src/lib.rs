@@ -67,6 +67,8 @@ fn expand(item: &ItemImpl) -> syn::Result<TokenStream2> {
     let transport = defines("transport_interceptor");
     let pre = defines("pre_hook");
     let post = defines("post_hook");
+    let stream_chunk = defines("stream_chunk");
+    let on_error = defines("on_error");
     let cleanup = defines("cleanup");
 
     let ty = &item.self_ty;
@@ -87,7 +89,14 @@ fn expand(item: &ItemImpl) -> syn::Result<TokenStream2> {
                     <#ty as ::wasmgate_sdk::Plugin>::name()
                 }
                 fn hooks() -> ::wasmgate_sdk::Hooks {
-                    #sdk::hooks(#transport, #pre, #post, #cleanup)
+                    #sdk::hooks(#sdk::Defined {
+                        transport: #transport,
+                        pre: #pre,
+                        post: #post,
+                        stream_chunk: #stream_chunk,
+                        on_error: #on_error,
+                        cleanup: #cleanup,
+                    })
                 }
                 fn init(config: ::std::string::String) -> ::wasmgate_sdk::Result<()> {
                     #sdk::init(&PLUGIN, config)
@@ -106,6 +115,16 @@ fn expand(item: &ItemImpl) -> syn::Result<TokenStream2> {
                     outcome: ::wasmgate_sdk::PostOutcome,
                 ) -> ::wasmgate_sdk::Result<::wasmgate_sdk::PostOutcome> {
                     #sdk::post_hook(&PLUGIN, outcome)
+                }
+                fn stream_chunk(
+                    chunk: ::wasmgate_sdk::StreamChunk,
+                ) -> ::wasmgate_sdk::Result<::wasmgate_sdk::ChunkOutcome> {
+                    #sdk::stream_chunk(&PLUGIN, chunk)
+                }
+                fn on_error(
+                    error: ::wasmgate_sdk::GatewayError,
+                ) -> ::wasmgate_sdk::Result<::wasmgate_sdk::GatewayError> {
+                    #sdk::on_error(&PLUGIN, error)
                 }
                 fn cleanup() -> ::wasmgate_sdk::Result<()> {
                     #sdk::cleanup(&PLUGIN)

@@ -56,7 +56,7 @@ async fn auth_rejects_missing_and_wrong_keys_without_fallbacks() {
     let auth = gw.plugin_status("auth").await;
     assert_eq!(
         auth["hooks"],
-        json!({"transport_interceptor": false, "pre_hook": true, "post_hook": false, "cleanup": false})
+        json!({"transport_interceptor": false, "pre_hook": true, "post_hook": false, "stream_chunk": false, "on_error": false, "cleanup": false})
     );
     assert_eq!(
         auth["stats"]["calls"], 4,

@@ -203,3 +203,81 @@ async fn context_values_are_per_request() {
     assert_eq!(trace_of(&b.1), ALL_CONTINUE);
     gw.stop().await;
 }
+
+/// POSTs `body` and returns status, the values of header `name` and the JSON body.
+async fn chat_raw(gw: &TestGateway, body: &Value, name: &str) -> (u16, Vec<String>, Value) {
+    let resp = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = resp.status().as_u16();
+    let values = resp
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    (status, values, resp.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn the_error_stage_runs_in_post_hook_order_on_the_final_error_only() {
+    let gw = gateway(
+        json!({"on_error": "mask"}),
+        json!({"pre": "fail-no-fallbacks", "on_error": "mask"}),
+        json!({"on_error": "mask"}),
+    )
+    .await;
+    let (status, masked_by, body) =
+        chat_raw(&gw, &chat_body("mock/echo", "hi"), "x-masked-by").await;
+    assert_eq!(status, 403, "the status is kept: {body}");
+    assert_eq!(
+        body["error"]["message"], "masked by A",
+        "A runs last: {body}"
+    );
+    assert_eq!(
+        masked_by,
+        ["C", "B", "A"],
+        "every plugin of the chain, in post-hook order, C included though its pre-hook did not run"
+    );
+    gw.stop().await;
+
+    let gw = gateway(json!({"on_error": "mask"}), json!({}), json!({})).await;
+    let (status, masked_by, body) =
+        chat_raw(&gw, &chat_body("mock/echo", "hi"), "x-masked-by").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        masked_by.is_empty(),
+        "a successful request never reaches the error stage"
+    );
+    let (status, _, body) = chat_raw(&gw, &chat_body("mock/fail-429", "hi"), "x-masked-by").await;
+    assert_eq!(status, 429, "a provider error goes through it too: {body}");
+    assert_eq!(body["error"]["message"], "masked by A");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_error_stage_hook_is_handled_by_its_policy() {
+    let gw = gateway(
+        json!({"on_error": "mask"}),
+        json!({"on_error": "trap"}),
+        json!({"pre": "fail-no-fallbacks"}),
+    )
+    .await;
+    let (status, masked_by, body) =
+        chat_raw(&gw, &chat_body("mock/echo", "hi"), "x-masked-by").await;
+    assert_eq!(
+        status, 500,
+        "B's trap replaced the error (fail-closed): {body}"
+    );
+    assert_eq!(body["error"]["code"], "plugin_trap", "{body}");
+    assert_eq!(
+        body["error"]["message"], "masked by A",
+        "and A still ran: {body}"
+    );
+    assert_eq!(masked_by, ["A"]);
+    gw.stop().await;
+}

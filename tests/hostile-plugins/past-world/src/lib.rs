@@ -1,5 +1,5 @@
-//! `hostile-past-world`: a component built against `wasmgate:plugin@0.0.1` (a older version of
-//! the plugin world than the gateway's `@0.1.0`): it imports `wasmgate:plugin/logging@0.0.1`.
+//! `hostile-past-world`: a component built against `wasmgate:plugin@0.1.0` (an older version of
+//! the plugin world than the gateway's `@0.2.0`): it imports `wasmgate:plugin/logging@0.1.0`.
 //! Expected: refused at load with both versions named, and nothing else affected.
 #![allow(
     unsafe_code,
@@ -10,7 +10,7 @@
 mod bindings {
     wit_bindgen::generate!({
         inline: "
-            package wasmgate:plugin@0.0.1;
+            package wasmgate:plugin@0.1.0;
 
             interface logging {
                 log: func(message: string);
@@ -28,7 +28,7 @@ struct PastWorld;
 
 impl bindings::Guest for PastWorld {
     fn get_name() -> String {
-        bindings::wasmgate::plugin::logging::log("hello from @0.0.1");
+        bindings::wasmgate::plugin::logging::log("hello from @0.1.0");
         "hostile-past-world".to_string()
     }
 }

@@ -18,6 +18,8 @@
 //! | `pre_only_provider` | none         | the pre action applies only to requests for this provider |
 //! | `init`              | `"ok"`       | `ok`, `fail`, `trap`                                      |
 //! | `cleanup`           | `"ok"`       | `ok`, `trap`, `loop` (after counting `cleanups` in kv)    |
+//! | `on_error`          | `"pass"`     | `pass`, `mask`, `error`, `trap`                           |
+//! | `chunk`             | `"pass"`     | `pass`, `upper`, `drop-odd`, `fail-at:<n>`, `error`, `trap` |
 //!
 //! Actions: `respond` answers with text `responded by <tag>`; `fail` is a 503 `server_error`
 //! `failed by <tag>` that allows fallbacks; `fail-no-fallbacks` the same with status 403 and no
@@ -28,14 +30,18 @@
 //! `sleep-ms:<n>` busy-waits n ms; `recover` turns an error into a response with text
 //! `recovered by <tag>`; `to-error` turns a response into a 502 error `converted by <tag>`;
 //! `rewrite-header:<name>=<value>` sets a request header; `respond:<status>` answers the HTTP
-//! request with that status and the JSON body `{"by":"<tag>"}`.
+//! request with that status and the JSON body `{"by":"<tag>"}`; `mask` (error stage) replaces the
+//! error's message with `masked by <tag>` and adds the header `x-masked-by: <tag>`; `upper`
+//! upper-cases a stream chunk's text, `drop-odd` drops the chunks with an odd index, and
+//! `fail-at:<n>` ends the stream at chunk n with a 502 `stream cut by <tag>`. The error stage
+//! appends `<tag>.error` to the trace, and the stream-chunk hook `<tag>.chunk` on chunk 0.
 
 use core::hint::black_box;
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    ChatRequest, ChatResponse, Ctx, GatewayError, HttpRequest, HttpResponse, HttpRewrite, Plugin,
-    PostOutcome, PreOutcome, Result, TransportOutcome, now_ms,
+    ChatRequest, ChatResponse, ChunkOutcome, Ctx, GatewayError, HttpRequest, HttpResponse,
+    HttpRewrite, Plugin, PostOutcome, PreOutcome, Result, StreamChunk, TransportOutcome, now_ms,
 };
 
 /// The plugin's config.
@@ -50,6 +56,12 @@ pub struct Config {
     /// What the pre-hook does.
     #[serde(default)]
     pub pre: Pre,
+    /// What the error stage does.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// What the stream-chunk hook does.
+    #[serde(default)]
+    pub chunk: Chunk,
     /// What the post-hook does.
     #[serde(default)]
     pub post: Post,
@@ -143,6 +155,62 @@ pub enum Post {
     Trap,
     /// Spin forever.
     Loop,
+}
+
+/// Error stage actions.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Leave the error as it is.
+    #[default]
+    Pass,
+    /// Replace the message with `masked by <tag>`, add `x-masked-by: <tag>`.
+    Mask,
+    /// Return the plugin error `error from <tag>`.
+    Error,
+    /// Panic.
+    Trap,
+}
+
+/// Stream-chunk actions.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Chunk {
+    /// Emit the chunk unchanged.
+    #[default]
+    Pass,
+    /// Upper-case the chunk's text.
+    Upper,
+    /// Drop chunks with an odd index.
+    DropOdd,
+    /// End the stream at this chunk index with a 502.
+    FailAt(u32),
+    /// Return the plugin error `error from <tag>`.
+    Error,
+    /// Panic.
+    Trap,
+}
+
+impl TryFrom<String> for Chunk {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self> {
+        Ok(match s.as_str() {
+            "pass" => Chunk::Pass,
+            "upper" => Chunk::Upper,
+            "drop-odd" => Chunk::DropOdd,
+            "error" => Chunk::Error,
+            "trap" => Chunk::Trap,
+            _ => match s.strip_prefix("fail-at:").map(str::parse) {
+                Some(Ok(n)) => Chunk::FailAt(n),
+                _ => {
+                    return Err(unknown(
+                        &s,
+                        "pass, upper, drop-odd, fail-at:<n>, error, trap",
+                    ));
+                }
+            },
+        })
+    }
 }
 
 /// `init` actions.
@@ -409,6 +477,43 @@ impl Plugin for Scripted {
             }
             PostOutcome::Error(err) => PostOutcome::Error(err.code(format!("trace:{trace}"))),
         })
+    }
+
+    fn stream_chunk(&mut self, ctx: &Ctx, mut chunk: StreamChunk) -> Result<ChunkOutcome> {
+        if chunk.index == 0 {
+            self.trace(ctx, "chunk");
+        }
+        let tag = self.tag();
+        Ok(match &self.config.chunk {
+            Chunk::Pass => ChunkOutcome::Emit(chunk),
+            Chunk::Upper => {
+                chunk.content = chunk.content.map(|c| c.to_uppercase());
+                ChunkOutcome::Emit(chunk)
+            }
+            Chunk::DropOdd if chunk.index % 2 == 1 => ChunkOutcome::Drop,
+            Chunk::DropOdd => ChunkOutcome::Emit(chunk),
+            Chunk::FailAt(n) if chunk.index == *n => {
+                ChunkOutcome::Fail(GatewayError::new(502, format!("stream cut by {tag}")))
+            }
+            Chunk::FailAt(_) => ChunkOutcome::Emit(chunk),
+            Chunk::Error => return Err(format!("error from {tag}")),
+            Chunk::Trap => panic!("trap in {tag}"),
+        })
+    }
+
+    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<GatewayError> {
+        self.trace(ctx, "error");
+        let tag = self.tag();
+        match self.config.on_error {
+            OnError::Pass => Ok(error),
+            OnError::Mask => Ok(GatewayError {
+                message: format!("masked by {tag}"),
+                ..error
+            }
+            .header("x-masked-by", tag)),
+            OnError::Error => Err(format!("error from {tag}")),
+            OnError::Trap => panic!("trap in {tag}"),
+        }
     }
 
     fn cleanup(&mut self) -> Result<()> {
