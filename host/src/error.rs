@@ -20,8 +20,9 @@ pub struct GatewayError {
     pub param: Option<String>,
     /// Whether fallback providers may be tried after this error; none means allowed.
     pub allow_fallbacks: Option<bool>,
-    /// Extra HTTP headers sent with the error (e.g. `retry-after`), names lower-case.
-    pub headers: Vec<(String, String)>,
+    /// Extra HTTP headers sent with the error (e.g. `retry-after`), names lower-case. (A boxed
+    /// slice: errors travel in `Result`s, so they are kept small.)
+    pub headers: Box<[(String, String)]>,
 }
 
 impl GatewayError {
@@ -34,7 +35,7 @@ impl GatewayError {
             code: None,
             param: None,
             allow_fallbacks: None,
-            headers: Vec::new(),
+            headers: Box::default(),
         }
     }
 
@@ -73,8 +74,9 @@ impl GatewayError {
 
     /// Adds a header to send with the error.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers
-            .push((name.into().to_ascii_lowercase(), value.into()));
+        let mut headers = std::mem::take(&mut self.headers).into_vec();
+        headers.push((name.into().to_ascii_lowercase(), value.into()));
+        self.headers = headers.into_boxed_slice();
         self
     }
 

@@ -194,7 +194,7 @@ pub(crate) fn error_to_wit(e: &GatewayError) -> types::GatewayError {
         code: e.code.clone(),
         status: e.status,
         allow_fallbacks: e.allow_fallbacks,
-        headers: e.headers.clone(),
+        headers: e.headers.to_vec(),
     }
 }
 
@@ -223,7 +223,7 @@ pub(crate) fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, Str
         code: e.code,
         param: None,
         allow_fallbacks: e.allow_fallbacks,
-        headers,
+        headers: headers.into_boxed_slice(),
     })
 }
 
