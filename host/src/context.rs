@@ -9,6 +9,8 @@ use crate::hooks::Headers;
 /// Most values one request may hold, and the longest key and value, so a plugin cannot grow a
 /// request's context without bound.
 const MAX_VALUES: usize = 1024;
+/// Prefix of the keys only the gateway writes.
+pub const GATEWAY_PREFIX: &str = "gateway.";
 const MAX_KEY_BYTES: usize = 256;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -72,6 +74,24 @@ impl RequestContext {
 
     /// Stores a value. Returns an error message when a size limit refuses it.
     pub fn set(&self, key: String, value: String) -> Result<(), String> {
+        if key.starts_with(GATEWAY_PREFIX) {
+            return Err(format!(
+                "context key {key:?} is the gateway's (keys starting with `{GATEWAY_PREFIX}` are \
+                 read-only for plugins)"
+            ));
+        }
+        self.insert(key, value)
+    }
+
+    /// Sets one of the gateway's own values (`gateway.*`), which plugins can read but not
+    /// write: `gateway.chain`, `gateway.started_ms`, `gateway.target`, `gateway.attempt`,
+    /// `gateway.short_circuit`, `gateway.stream`.
+    pub fn set_gateway(&self, name: &str, value: impl Into<String>) {
+        // Fixed small keys; the value caps still apply.
+        let _ = self.insert(format!("{GATEWAY_PREFIX}{name}"), value.into());
+    }
+
+    fn insert(&self, key: String, value: String) -> Result<(), String> {
         if key.len() > MAX_KEY_BYTES {
             return Err(format!(
                 "context key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
@@ -117,5 +137,17 @@ mod tests {
                 .is_err()
         );
         assert_ne!(ctx.id(), RequestContext::new(vec![]).id());
+    }
+
+    #[test]
+    fn gateway_keys_are_read_only_for_plugins() {
+        let ctx = RequestContext::new(vec![]);
+        ctx.set_gateway("target", "mock/echo");
+        assert_eq!(ctx.get("gateway.target").as_deref(), Some("mock/echo"));
+        let refused = ctx
+            .set("gateway.target".into(), "evil/model".into())
+            .expect_err("reserved");
+        assert!(refused.contains("read-only"), "{refused}");
+        assert_eq!(ctx.get("gateway.target").as_deref(), Some("mock/echo"));
     }
 }

@@ -167,9 +167,16 @@ impl Pipeline {
         let chain = self.registry.chain();
         let slots = chain.links.iter().map(|_| None).collect();
         let failed = vec![false; chain.links.len()];
+        let ctx = Arc::new(RequestContext::new(headers));
+        let names: Vec<&str> = chain.links.iter().map(|l| l.plugin.name()).collect();
+        ctx.set_gateway("chain", names.join(","));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        ctx.set_gateway("started_ms", now.to_string());
         Session {
             chain,
-            ctx: Arc::new(RequestContext::new(headers)),
+            ctx,
             slots,
             failed,
         }
@@ -278,6 +285,7 @@ impl Pipeline {
                     "trying fallback"
                 );
             }
+            session.ctx.set_gateway("attempt", attempt.to_string());
             let outcome = self.attempt(session, attempt_req).await;
             match outcome {
                 Err(err) if err.fallbacks_allowed() && attempt + 1 < targets.len() => {
@@ -311,11 +319,15 @@ impl Pipeline {
                 }
                 Ok(PreOutcome::Respond(response)) => {
                     ran.push(i);
+                    let name = session.chain.links[i].plugin.name();
+                    session.ctx.set_gateway("short_circuit", name);
                     short_circuit = Some(Ok(response));
                     break;
                 }
                 Ok(PreOutcome::Fail(err)) => {
                     ran.push(i);
+                    let name = session.chain.links[i].plugin.name();
+                    session.ctx.set_gateway("short_circuit", name);
                     short_circuit = Some(Err(err));
                     break;
                 }
@@ -330,7 +342,10 @@ impl Pipeline {
         }
         let mut outcome = match short_circuit {
             Some(outcome) => outcome,
-            None => self.providers.chat(&req).await,
+            None => {
+                session.ctx.set_gateway("target", req.target());
+                self.providers.chat(&req).await
+            }
         };
         for &i in ran.iter().rev() {
             if !session.chain.links[i].hooks.post_hook {
