@@ -63,22 +63,7 @@ pub enum PreOutcome {
 /// The state of a request after the provider or a short-circuit; what post-hooks transform.
 pub type Outcome = Result<ChatResponse, GatewayError>;
 
-/// One chunk of a streamed completion, as plugins see it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct StreamChunk {
-    /// Position in the stream, from 0.
-    pub index: u32,
-    /// The choice it belongs to.
-    pub choice: u32,
-    /// The role, on the first chunk of a choice.
-    pub role: Option<String>,
-    /// A piece of the generated text.
-    pub content: Option<String>,
-    /// Why generation stopped, on a choice's last chunk.
-    pub finish_reason: Option<String>,
-    /// Token accounting, on the final chunk when known.
-    pub usage: Option<crate::chat::Usage>,
-}
+pub use crate::stream::StreamChunk;
 
 /// What a stream-chunk hook decided.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod stream;
 
 use std::future::Future;
 use std::sync::Arc;

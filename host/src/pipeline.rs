@@ -18,16 +18,46 @@
 
 use std::sync::Arc;
 
-use crate::chat::ChatRequest;
+use tokio::sync::mpsc;
+
+use crate::chat::{ChatRequest, ChatResponse};
 use crate::config::FailurePolicy;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::hooks::{
-    Headers, Hook, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome,
+    ChunkOutcome, Headers, Hook, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome,
 };
 use crate::providers::Providers;
 use crate::registry::{Chain, Link, Registry};
 use crate::runtime::{FailureKind, HookFailure, PluginInstance};
+use crate::stream::{Assembler, ChatStream, StreamChunk};
+
+/// How a request (plain or streamed) got past the pre-hooks and the provider.
+#[derive(Debug)]
+pub enum Started {
+    /// The complete response, after the post-hooks (a plain request's answer, or a plugin's
+    /// short-circuit of a streamed one).
+    Complete(ChatResponse),
+    /// The provider is streaming; [`Pipeline::drive_stream`] runs the chunk hooks and, at the
+    /// end, the post-hooks of the links in `ran`.
+    Streaming {
+        /// The provider's stream.
+        stream: ChatStream,
+        /// The links whose pre-hook ran, in chain order.
+        ran: Vec<usize>,
+    },
+}
+
+/// What a streamed request sends the client, in order.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A chunk that passed the stream-chunk hooks.
+    Chunk(StreamChunk),
+    /// The stream ended normally.
+    Done,
+    /// The stream ended with this error (after the error stage).
+    Error(GatewayError),
+}
 
 /// Runs requests through the active chain and the providers.
 #[derive(Debug)]
@@ -271,6 +301,34 @@ impl Pipeline {
     /// Runs a parsed request through the pre-hooks, the provider and the post-hooks, trying its
     /// fallbacks as Bifrost does, and returns the final outcome.
     pub async fn run(&self, session: &mut Session, req: ChatRequest) -> Outcome {
+        match self.run_attempts(session, req, false).await? {
+            Started::Complete(response) => Ok(response),
+            Started::Streaming { .. } => Err(GatewayError::new(
+                500,
+                "internal error: a plain request was streamed",
+            )),
+        }
+    }
+
+    /// [`Pipeline::run`] for a streamed request (`stream: true`): the pre-hooks and the start of
+    /// the provider's stream, with the same fallbacks (an attempt whose stream fails to start
+    /// goes through its post-hooks and on to the next target). Once a stream has started,
+    /// [`Pipeline::drive_stream`] carries it to the end.
+    pub async fn start_stream(
+        &self,
+        session: &mut Session,
+        req: ChatRequest,
+    ) -> Result<Started, GatewayError> {
+        self.run_attempts(session, req, true).await
+    }
+
+    /// The fallback loop shared by plain and streamed requests.
+    async fn run_attempts(
+        &self,
+        session: &mut Session,
+        req: ChatRequest,
+        stream: bool,
+    ) -> Result<Started, GatewayError> {
         let mut targets = vec![req.target()];
         targets.extend(req.fallbacks.iter().cloned());
         let mut last = None;
@@ -286,22 +344,55 @@ impl Pipeline {
                 );
             }
             session.ctx.set_gateway("attempt", attempt.to_string());
-            let outcome = self.attempt(session, attempt_req).await;
-            match outcome {
+            let started = self.attempt(session, attempt_req, stream).await;
+            match started {
                 Err(err) if err.fallbacks_allowed() && attempt + 1 < targets.len() => {
                     tracing::info!(request_id = session.ctx.id(), target, error = %err, "attempt failed; fallbacks allowed");
                     last = Some(err);
                 }
-                outcome => return outcome,
+                started => return started,
             }
         }
         Err(last.unwrap_or_else(|| GatewayError::new(500, "no target to try")))
     }
 
-    /// One attempt at one target: pre-hooks, provider or short-circuit, post-hooks.
-    async fn attempt(&self, session: &mut Session, mut req: ChatRequest) -> Outcome {
+    /// One attempt at one target: pre-hooks, then the provider (or a short-circuit), then the
+    /// post-hooks; for a stream that started, the post-hooks wait for its end.
+    async fn attempt(
+        &self,
+        session: &mut Session,
+        req: ChatRequest,
+        stream: bool,
+    ) -> Result<Started, GatewayError> {
+        let (ran, next) = self.pre_stage(session, req).await;
+        let outcome = match next {
+            Err(short_circuit) => short_circuit,
+            Ok(req) => {
+                session.ctx.set_gateway("target", req.target());
+                if stream {
+                    session.ctx.set_gateway("stream", "true");
+                    match self.providers.chat_stream(&req).await {
+                        Ok(stream) => return Ok(Started::Streaming { stream, ran }),
+                        Err(err) => Err(err),
+                    }
+                } else {
+                    self.providers.chat(&req).await
+                }
+            }
+        };
+        self.post_stage(session, &ran, outcome)
+            .await
+            .map(Started::Complete)
+    }
+
+    /// The pre-hooks in chain order: the links whose pre-hook ran (their post-hooks run later,
+    /// in reverse), and the request to send or the outcome a plugin short-circuited with.
+    async fn pre_stage(
+        &self,
+        session: &mut Session,
+        mut req: ChatRequest,
+    ) -> (Vec<usize>, Result<ChatRequest, Outcome>) {
         let mut ran = Vec::with_capacity(session.chain.links.len());
-        let mut short_circuit = None;
         for i in 0..session.chain.links.len() {
             if !session.chain.links[i].hooks.pre_hook {
                 ran.push(i);
@@ -312,41 +403,45 @@ impl Pipeline {
                     link.plugin.pre_hook(instance, ctx, &req).await
                 })
                 .await;
-            match result {
+            let short_circuit = match result {
                 Ok(PreOutcome::Continue(next)) => {
                     ran.push(i);
                     req = next;
+                    continue;
                 }
                 Ok(PreOutcome::Respond(response)) => {
                     ran.push(i);
-                    let name = session.chain.links[i].plugin.name();
-                    session.ctx.set_gateway("short_circuit", name);
-                    short_circuit = Some(Ok(response));
-                    break;
+                    Ok(response)
                 }
                 Ok(PreOutcome::Fail(err)) => {
                     ran.push(i);
-                    let name = session.chain.links[i].plugin.name();
-                    session.ctx.set_gateway("short_circuit", name);
-                    short_circuit = Some(Err(err));
-                    break;
+                    Err(err)
                 }
                 Err(failure) => {
-                    if let Err(err) = apply_policy(&session.chain.links[i], &session.ctx, &failure)
-                    {
-                        short_circuit = Some(Err(err));
-                        break;
+                    match apply_policy(&session.chain.links[i], &session.ctx, &failure) {
+                        Ok(()) => continue,
+                        Err(err) => Err(err),
                     }
                 }
+            };
+            if session.failed[i] {
+                // The plugin itself failed (fail-closed): no short-circuit by a plugin.
+            } else {
+                let name = session.chain.links[i].plugin.name();
+                session.ctx.set_gateway("short_circuit", name);
             }
+            return (ran, Err(short_circuit));
         }
-        let mut outcome = match short_circuit {
-            Some(outcome) => outcome,
-            None => {
-                session.ctx.set_gateway("target", req.target());
-                self.providers.chat(&req).await
-            }
-        };
+        (ran, Ok(req))
+    }
+
+    /// The post-hooks of the links in `ran`, in exact reverse order.
+    async fn post_stage(
+        &self,
+        session: &mut Session,
+        ran: &[usize],
+        mut outcome: Outcome,
+    ) -> Outcome {
         for &i in ran.iter().rev() {
             if !session.chain.links[i].hooks.post_hook {
                 continue;
@@ -367,5 +462,81 @@ impl Pipeline {
             }
         }
         outcome
+    }
+
+    /// Carries a started stream to its end: every chunk goes through the stream-chunk hooks of
+    /// the links whose pre-hook ran (post-hook order), which may edit it, drop it or end the
+    /// stream with an error; what survives is sent to `out` and assembled. When the stream ends
+    /// (or the client goes away: `out` closed), the post-hooks see the assembled response, or
+    /// the error; a final error goes through the error stage and is sent as the last event.
+    /// `out` is bounded, so a slow client slows the provider instead of filling memory.
+    pub async fn drive_stream(
+        &self,
+        session: &mut Session,
+        ran: &[usize],
+        mut stream: ChatStream,
+        out: &mpsc::Sender<StreamEvent>,
+    ) {
+        let mut assembler = Assembler::new(stream.head());
+        let mut ended = None;
+        'chunks: while let Some(item) = stream.chunks.recv().await {
+            let mut chunk = match item {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    ended = Some(err);
+                    break;
+                }
+            };
+            for &i in ran.iter().rev() {
+                if !session.chain.links[i].hooks.stream_chunk {
+                    continue;
+                }
+                let result = session
+                    .with_instance(i, Hook::StreamChunk, async |link, instance, ctx| {
+                        link.plugin.stream_chunk(instance, ctx, &chunk).await
+                    })
+                    .await;
+                match result {
+                    Ok(ChunkOutcome::Emit(next)) => chunk = next,
+                    Ok(ChunkOutcome::Drop) => continue 'chunks,
+                    Ok(ChunkOutcome::Fail(err)) => {
+                        ended = Some(err);
+                        break 'chunks;
+                    }
+                    Err(failure) => {
+                        if let Err(err) =
+                            apply_policy(&session.chain.links[i], &session.ctx, &failure)
+                        {
+                            ended = Some(err);
+                            break 'chunks;
+                        }
+                    }
+                }
+            }
+            assembler.push(&chunk);
+            if out.send(StreamEvent::Chunk(chunk)).await.is_err() {
+                ended = Some(
+                    GatewayError::new(499, "the client closed the connection during the stream")
+                        .with_code("client_closed")
+                        .no_fallbacks(),
+                );
+                break;
+            }
+        }
+        // Dropping the stream stops the provider's producer.
+        drop(stream);
+        let outcome = match ended {
+            Some(err) => Err(err),
+            None => Ok(assembler.finish()),
+        };
+        match self.post_stage(session, ran, outcome).await {
+            Ok(_) => {
+                let _ = out.send(StreamEvent::Done).await;
+            }
+            Err(err) => {
+                let err = self.finish_error(session, err).await;
+                let _ = out.send(StreamEvent::Error(err)).await;
+            }
+        }
     }
 }

@@ -3,10 +3,12 @@
 //! The pre-hook hashes what determines the answer (provider, model, messages, temperature,
 //! top_p, max_tokens and every other body field in `extra`) into a SHA-256 key. On a hit it
 //! answers with the stored response without calling the provider; on a miss it lets the request
-//! go on and its post-hook stores the response that comes back. Errors are never cached, and
-//! streaming requests bypass the cache. Every response that passes through is marked in its body
-//! with `"x_wasmgate_cache": "hit"` or `"miss"`, and the context value `cache.status` says the same
-//! (`bypass` for streams) to later plugins.
+//! go on and its post-hook stores the response that comes back. Errors are never cached.
+//! Streamed requests (`stream: true`) share the cache with plain ones: a hit is streamed to the
+//! client by the gateway, and on a miss the post-hook stores the response the gateway assembled
+//! from the stream. Every plain response that passes through is marked in its body with
+//! `"x_wasmgate_cache": "hit"` or `"miss"`, and the context value `cache.status` says the same to
+//! later plugins (for streams too).
 //!
 //! Config (all optional, unknown fields rejected):
 //!
@@ -77,9 +79,18 @@ pub struct Cache {
     pending: Option<String>,
 }
 
+/// `extra` without the fields that only say how the answer is delivered.
+fn without_delivery(mut extra: Value) -> Value {
+    if let Some(obj) = extra.as_object_mut() {
+        obj.remove("stream_options");
+    }
+    extra
+}
+
 /// The kv key for a request: `v1:` and the hex SHA-256 of a canonical JSON document of every
 /// field that determines the answer. Object keys are sorted at every level, so the order in which
-/// a client wrote its fields does not matter. `stream`, `user` and `fallbacks` do not take part.
+/// a client wrote its fields does not matter. `stream`, `stream_options` (how the answer is
+/// delivered, not what it is), `user` and `fallbacks` do not take part.
 pub fn cache_key(req: &ChatRequest) -> String {
     let messages: Vec<Value> = req
         .messages
@@ -99,7 +110,7 @@ pub fn cache_key(req: &ChatRequest) -> String {
         "temperature": req.temperature,
         "top_p": req.top_p,
         "max_tokens": req.max_tokens,
-        "extra": parse_extra(&req.extra),
+        "extra": without_delivery(parse_extra(&req.extra)),
     });
     let mut text = String::new();
     write_canonical(&doc, &mut text);
@@ -171,10 +182,6 @@ impl Plugin for Cache {
 
     fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
         self.pending = None;
-        if req.stream {
-            ctx.set("cache.status", "bypass");
-            return Ok(PreOutcome::Continue(req));
-        }
         let key = cache_key(&req);
         match kv::get_json::<ChatResponse>(&key) {
             Ok(Some(mut cached)) => {
@@ -195,7 +202,7 @@ impl Plugin for Cache {
     }
 
     fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
-        // A hit (our own answer, already marked), a bypass or an error: nothing to store.
+        // A hit (our own answer, already marked) or an error: nothing to store.
         let Some(key) = self.pending.take() else {
             return Ok(outcome);
         };
@@ -252,7 +259,9 @@ mod tests {
     fn key_ignores_field_order_stream_user_and_fallbacks() {
         let base = cache_key(&request());
         let mut r = request();
-        r.extra = r#"{"response_format":{"x":1,"type":"text"},"seed":1}"#.into();
+        r.extra = r#"{"response_format":{"x":1,"type":"text"},"seed":1,
+                     "stream_options":{"include_usage":true}}"#
+            .into();
         r.stream = true;
         r.user = Some("u".into());
         r.fallbacks = vec!["openai/gpt-4o".into()];

@@ -1,16 +1,19 @@
 //! `POST /v1/chat/completions`: raw HTTP -> transport interceptors -> parse -> pipeline -> JSON.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
-use crate::chat::ChatRequest;
+use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::GatewayError;
 use crate::hooks::{Headers, HttpRequest, HttpResponse};
-use crate::pipeline::{Session, Transported};
+use crate::pipeline::{Session, Started, StreamEvent, Transported};
+use crate::stream::{CHUNK_BUFFER, ChatStream, StreamHead};
 
 /// Header names lower-cased, values that are not UTF-8 dropped.
 fn headers_of(map: &HeaderMap) -> Headers {
@@ -59,17 +62,115 @@ pub(super) async fn completions(
     let request_id = session.context().id().to_string();
     let result = serve(&state, &mut session, method, uri, headers, body.to_vec()).await;
     let mut response = match result {
-        Ok(response) => response,
+        Ok(Served::Response(response)) => response,
+        Ok(Served::Stream {
+            stream,
+            ran,
+            include_usage,
+        }) => {
+            // The session (and the plugin instances it holds) moves into the task that carries
+            // the stream; the response body reads the task's events through a bounded channel.
+            let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
+            let head = stream.head();
+            let pipeline = state.pipeline.clone();
+            tokio::spawn(async move {
+                pipeline.drive_stream(&mut session, &ran, stream, &tx).await;
+                drop(session);
+            });
+            sse_response(sse_body(head, include_usage, rx))
+        }
         Err(err) => {
             let err = pipeline.finish_error(&mut session, err).await;
             ApiError(err).into_response()
         }
     };
-    drop(session);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     Ok(response)
+}
+
+/// What [`serve`] produced.
+enum Served {
+    /// A response to send as it is.
+    Response(Response),
+    /// A provider stream to carry to the client as server-sent events.
+    Stream {
+        stream: ChatStream,
+        ran: Vec<usize>,
+        include_usage: bool,
+    },
+}
+
+/// One server-sent event with a JSON payload.
+fn event(value: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// The SSE body of a stream: a `chat.completion.chunk` event per chunk, then `data: [DONE]`,
+/// or an OpenAI error event if the stream ends in an error.
+fn sse_body(head: StreamHead, include_usage: bool, events: mpsc::Receiver<StreamEvent>) -> Body {
+    let stream = futures_util::stream::unfold((events, false), move |(mut events, finished)| {
+        let head = head.clone();
+        async move {
+            if finished {
+                return None;
+            }
+            let (bytes, finished) = match events.recv().await? {
+                StreamEvent::Chunk(chunk) => {
+                    let (body, usage) = head.chunk_json(&chunk, include_usage);
+                    let mut bytes = event(&body).to_vec();
+                    if let Some(usage) = usage {
+                        bytes.extend_from_slice(&event(&usage));
+                    }
+                    (Bytes::from(bytes), false)
+                }
+                StreamEvent::Done => (Bytes::from_static(b"data: [DONE]\n\n"), true),
+                StreamEvent::Error(err) => {
+                    tracing::warn!(
+                        status = err.status,
+                        "stream ended with an error: {}",
+                        err.message
+                    );
+                    (event(&err.to_json()), true)
+                }
+            };
+            Some((Ok::<_, std::convert::Infallible>(bytes), (events, finished)))
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// A `200 text/event-stream` response around an SSE body.
+fn sse_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A complete response sent as a stream (a plugin answered a `stream: true` request).
+fn sse_of(response: &ChatResponse, include_usage: bool) -> Response {
+    let head = StreamHead {
+        id: response.id.clone(),
+        provider: response.provider.clone(),
+        model: response.model.clone(),
+        created: response.created,
+    };
+    let mut bytes = Vec::new();
+    for chunk in StreamHead::chunks_of(response) {
+        let (body, usage) = head.chunk_json(&chunk, include_usage);
+        bytes.extend_from_slice(&event(&body));
+        if let Some(usage) = usage {
+            bytes.extend_from_slice(&event(&usage));
+        }
+    }
+    bytes.extend_from_slice(b"data: [DONE]\n\n");
+    sse_response(Body::from(bytes))
 }
 
 /// Everything between reading the body and rendering: transport interceptors, parsing,
@@ -81,7 +182,7 @@ async fn serve(
     uri: Uri,
     headers: Headers,
     body: Vec<u8>,
-) -> Result<Response, GatewayError> {
+) -> Result<Served, GatewayError> {
     let pipeline = &state.pipeline;
     let raw = HttpRequest {
         method: method.to_string(),
@@ -92,16 +193,10 @@ async fn serve(
         body,
     };
     let body = match pipeline.transport(session, raw).await? {
-        Transported::Respond(response) => return Ok(raw_response(response)),
+        Transported::Respond(response) => return Ok(Served::Response(raw_response(response))),
         Transported::Continue { body, .. } => body,
     };
     let req = ChatRequest::from_json_bytes(&body)?;
-    if req.stream {
-        return Err(GatewayError::invalid_request(
-            "`stream: true` is not supported yet; send the request without `stream` to get one JSON response",
-        )
-        .with_param("stream"));
-    }
     pipeline
         .providers()
         .check_target(&req.provider, &req.model)?;
@@ -112,6 +207,22 @@ async fn serve(
             .check_target(provider, model)
             .map_err(|e| e.with_param(format!("fallbacks[{i}]")))?;
     }
+    if req.stream {
+        let include_usage = req
+            .extra
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        return Ok(match pipeline.start_stream(session, req).await? {
+            Started::Complete(response) => Served::Response(sse_of(&response, include_usage)),
+            Started::Streaming { stream, ran } => Served::Stream {
+                stream,
+                ran,
+                include_usage,
+            },
+        });
+    }
     let response = pipeline.run(session, req).await?;
-    Ok(Json(response.to_json()).into_response())
+    Ok(Served::Response(Json(response.to_json()).into_response()))
 }

@@ -3,21 +3,51 @@
 //!
 //! Models: `echo` (any unknown model behaves the same) answers `echo: <last user message>`;
 //! `slow-<ms>` answers after `<ms>` milliseconds; `fail-<status>` fails with that HTTP status
-//! the way a real provider would (429 and 5xx allow fallbacks, other 4xx do not).
+//! the way a real provider would (429 and 5xx allow fallbacks, other 4xx do not). Streamed
+//! requests get the same text in `stream_chunks` pieces, `stream_delay_ms` apart.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use tokio::sync::mpsc;
+
 use crate::chat::{ChatRequest, ChatResponse, Choice, Message, Usage};
 use crate::error::GatewayError;
+use crate::stream::{CHUNK_BUFFER, ChatStream, StreamChunk};
+
+/// `text` cut into at most `n` pieces of nearly equal length, on character boundaries.
+fn split_even(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let size = chars.len().div_ceil(n).max(1);
+    let pieces: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
+    if pieces.is_empty() {
+        vec![String::new()]
+    } else {
+        pieces
+    }
+}
 
 /// Settings of a mock provider.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MockConfig {
     /// Delay before every answer, in milliseconds (for benchmarks).
     pub latency_ms: u64,
+    /// Pieces a streamed answer's text is cut into (at least 1).
+    pub stream_chunks: u32,
+    /// Delay between two streamed chunks, in milliseconds.
+    pub stream_delay_ms: u64,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            stream_chunks: 4,
+            stream_delay_ms: 0,
+        }
+    }
 }
 
 /// The mock provider.
@@ -115,6 +145,58 @@ impl Mock {
             }],
             usage: Some(Usage::new(prompt, completion)),
             extra: Default::default(),
+        })
+    }
+
+    /// The answer [`Mock::chat`] gives, streamed: the text cut into `stream_chunks` pieces on
+    /// character boundaries, the first with the role, then a final chunk with the finish
+    /// reason and usage, `stream_delay_ms` apart. The producer stops when the stream is
+    /// dropped, and waits while the consumer is [`CHUNK_BUFFER`] chunks behind.
+    pub(super) async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, GatewayError> {
+        let response = self.chat(req).await?;
+        let text = response
+            .choices
+            .first()
+            .and_then(|c| c.message.content.clone())
+            .unwrap_or_default();
+        let pieces = split_even(&text, self.config.stream_chunks.max(1) as usize);
+        let count = pieces.len();
+        let mut chunks: Vec<StreamChunk> = pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, piece)| StreamChunk {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                choice: 0,
+                role: (i == 0).then(|| "assistant".to_string()),
+                content: Some(piece),
+                finish_reason: None,
+                usage: None,
+            })
+            .collect();
+        chunks.push(StreamChunk {
+            index: u32::try_from(count).unwrap_or(u32::MAX),
+            finish_reason: Some("stop".into()),
+            usage: response.usage,
+            ..StreamChunk::default()
+        });
+        let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
+        let delay = Duration::from_millis(self.config.stream_delay_ms);
+        tokio::spawn(async move {
+            for chunk in chunks {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ChatStream {
+            id: response.id,
+            provider: response.provider,
+            model: response.model,
+            created: response.created,
+            chunks: rx,
         })
     }
 

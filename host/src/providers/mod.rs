@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::GatewayError;
+use crate::stream::ChatStream;
 
 pub use mock::MockConfig;
 pub use openai::OpenAiConfig;
@@ -49,6 +50,13 @@ impl Provider {
         match self {
             Provider::Mock(p) => p.chat(req).await,
             Provider::OpenAi(p) => p.chat(req).await,
+        }
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, GatewayError> {
+        match self {
+            Provider::Mock(p) => p.chat_stream(req).await,
+            Provider::OpenAi(p) => p.chat_stream(req).await,
         }
     }
 
@@ -124,6 +132,13 @@ impl Providers {
     pub async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
         self.check_target(&req.provider, &req.model)?
             .chat(req)
+            .await
+    }
+
+    /// Sends a request to its provider and streams the answer.
+    pub async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, GatewayError> {
+        self.check_target(&req.provider, &req.model)?
+            .chat_stream(req)
             .await
     }
 

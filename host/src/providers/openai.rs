@@ -1,13 +1,126 @@
 //! An OpenAI-compatible upstream (OpenAI, Azure-style base URLs, vLLM, Ollama, Groq, ...):
-//! `POST {base_url}/chat/completions`, non-streaming, with the key read from an env variable.
+//! `POST {base_url}/chat/completions`, plain or streamed (server-sent events), with the key read
+//! from an env variable.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::chat::{ChatRequest, ChatResponse};
+use tokio::sync::mpsc;
+
+use crate::chat::{ChatRequest, ChatResponse, Usage};
 use crate::error::GatewayError;
+use crate::stream::{CHUNK_BUFFER, ChatStream, StreamChunk};
+
+/// Largest server-sent event accepted from an upstream, in bytes.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Reads `data:` events of a server-sent event stream from an upstream response.
+#[derive(Debug, Default)]
+struct SseEvents {
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl SseEvents {
+    /// The next event's JSON; none once `[DONE]` or the end of the body is reached.
+    async fn next(
+        &mut self,
+        response: &mut reqwest::Response,
+        provider: &str,
+    ) -> Result<Option<Value>, GatewayError> {
+        let failed = |why: String| {
+            GatewayError::new(502, format!("provider `{provider}` streamed badly: {why}"))
+                .with_code("provider_bad_response")
+        };
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim_end().strip_prefix("data:") else {
+                    continue; // blank lines, comments, `event:` and `id:` fields
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    self.done = true;
+                    return Ok(None);
+                }
+                let value: Value = serde_json::from_str(data)
+                    .map_err(|e| failed(format!("an event is not JSON ({e})")))?;
+                if let Some(message) = value.pointer("/error/message").and_then(Value::as_str) {
+                    return Err(failed(format!("it sent an error event: {message}")));
+                }
+                return Ok(Some(value));
+            }
+            if self.buffer.len() > MAX_EVENT_BYTES {
+                return Err(failed(format!("an event is over {MAX_EVENT_BYTES} bytes")));
+            }
+            match response.chunk().await {
+                Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Ok(None) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Err(e) => return Err(failed(format!("reading the stream failed: {e}"))),
+            }
+        }
+    }
+}
+
+/// The chunks of one upstream `chat.completion.chunk` event: one per choice, plus one carrying
+/// the usage when the event has it.
+fn chunks_of_event(event: &Value) -> Vec<StreamChunk> {
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let mut chunks: Vec<StreamChunk> = event
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(|choices| {
+            choices
+                .iter()
+                .map(|c| {
+                    let delta = c.get("delta").cloned().unwrap_or(Value::Null);
+                    StreamChunk {
+                        index: 0,
+                        choice: c
+                            .get("index")
+                            .and_then(Value::as_u64)
+                            .and_then(|i| u32::try_from(i).ok())
+                            .unwrap_or(0),
+                        role: text(&delta, "role"),
+                        content: text(&delta, "content"),
+                        finish_reason: text(c, "finish_reason"),
+                        usage: None,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(u) = event.get("usage").filter(|u| u.is_object()) {
+        let count = |key: &str| {
+            u.get(key)
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        let usage = Usage {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            total_tokens: count("total_tokens"),
+        };
+        match chunks.last_mut() {
+            Some(last) => last.usage = Some(usage),
+            None => chunks.push(StreamChunk {
+                usage: Some(usage),
+                ..StreamChunk::default()
+            }),
+        }
+    }
+    chunks
+}
 
 fn default_timeout_ms() -> u64 {
     60_000
@@ -96,18 +209,13 @@ impl OpenAi {
         self.models.clone()
     }
 
-    pub(super) async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
-        if req.stream {
-            return Err(GatewayError::invalid_request(
-                "`stream: true` is not supported by this gateway yet; send the request without it",
-            )
-            .with_param("stream"));
-        }
-        let mut call = self.client.post(&self.url).json(&req.to_upstream_json());
+    /// Sends `body` upstream; the error names the provider and says whether it timed out.
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, GatewayError> {
+        let mut call = self.client.post(&self.url).json(body);
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }
-        let response = call.send().await.map_err(|e| {
+        call.send().await.map_err(|e| {
             let what = if e.is_timeout() {
                 "timed out"
             } else {
@@ -115,7 +223,16 @@ impl OpenAi {
             };
             GatewayError::new(502, format!("provider `{}` {what}: {e}", self.name))
                 .with_code("provider_unreachable")
-        })?;
+        })
+    }
+
+    pub(super) async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
+        let mut body = req.to_upstream_json();
+        if let Some(obj) = body.as_object_mut() {
+            obj.remove("stream");
+            obj.remove("stream_options");
+        }
+        let response = self.send(&body).await?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| {
             GatewayError::new(
@@ -147,6 +264,72 @@ impl OpenAi {
             )
             .with_code("provider_bad_response")
         })
+    }
+
+    /// Streams a completion: the upstream's server-sent events are parsed as they arrive and
+    /// handed on as chunks through a bounded channel (usage is asked for, so post-hooks see it).
+    pub(super) async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, GatewayError> {
+        let mut body = req.to_upstream_json();
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("stream".into(), Value::Bool(true));
+            obj.insert(
+                "stream_options".into(),
+                serde_json::json!({"include_usage": true}),
+            );
+        }
+        let mut response = self.send(&body).await?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let body = response.bytes().await.unwrap_or_default();
+            let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(self.upstream_error(status, &value));
+        }
+        // The first event gives the id, model and creation time every chunk shares.
+        let mut events = SseEvents::default();
+        let Some(first) = events.next(&mut response, &self.name).await? else {
+            return Err(self.bad_stream("the stream ended before its first event"));
+        };
+        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+        let id = text(&first, "id").unwrap_or_default();
+        let model = text(&first, "model").unwrap_or_else(|| req.model.clone());
+        let created = first.get("created").and_then(Value::as_u64).unwrap_or(0);
+        let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let mut index = 0u32;
+            let mut event = Some(first);
+            while let Some(value) = event.take() {
+                for mut chunk in chunks_of_event(&value) {
+                    chunk.index = index;
+                    index = index.saturating_add(1);
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                match events.next(&mut response, &name).await {
+                    Ok(next) => event = next,
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ChatStream {
+            id,
+            provider: self.name.clone(),
+            model,
+            created,
+            chunks: rx,
+        })
+    }
+
+    fn bad_stream(&self, why: &str) -> GatewayError {
+        GatewayError::new(
+            502,
+            format!("provider `{}` streamed badly: {why}", self.name),
+        )
+        .with_code("provider_bad_response")
     }
 
     /// Maps an upstream error body to a gateway error that names the provider; rate limits and

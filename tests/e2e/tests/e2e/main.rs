@@ -10,3 +10,4 @@ mod limits;
 mod loading;
 mod pipeline;
 mod reload;
+mod streaming;
