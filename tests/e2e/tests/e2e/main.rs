@@ -4,6 +4,7 @@
 
 mod admin;
 mod catalogue_limits;
+mod catalogue_text;
 mod examples;
 mod hostile;
 mod http;

@@ -1,0 +1,262 @@
+//! The compiled filter: the banned patterns as one regex, what to do on a match, and how many
+//! characters a match can span (what a stream must hold back). Pure: no host calls.
+
+use std::borrow::Cow;
+
+use regex::{Regex, RegexBuilder};
+use wasmgate_sdk::{Result, config_error};
+
+/// What to do with text that matches a banned pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Refuse the text: the request (prompt) or the response (completion) becomes an error.
+    Reject,
+    /// Replace every match with this text and let the rest through.
+    Redact(String),
+}
+
+/// The banned patterns, compiled.
+#[derive(Debug)]
+pub struct Filter {
+    /// Every pattern, as one alternation (`(?:p0)|(?:p1)|...`), leftmost-first.
+    regex: Regex,
+    /// Each pattern on its own, to name the one that matched in the log.
+    each: Vec<Regex>,
+    /// What a match leads to.
+    action: Action,
+    /// The most characters one match can span, as far as streams are concerned: the smaller of
+    /// `max_match_chars` and the longest match any pattern can produce (in bytes, which bounds
+    /// the characters).
+    hold: usize,
+    /// Patterns whose matches can be longer than `max_match_chars` (by index).
+    unbounded: Vec<usize>,
+}
+
+/// Where a match was found: the index of the first pattern that matches it. Never the matched
+/// text, which must not leak into errors or logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// Index into the configured `patterns`.
+    pub pattern: usize,
+}
+
+impl Filter {
+    /// Compiles `patterns` (with `case_insensitive` folding). Every pattern must compile, must
+    /// not match the empty string (a redaction would then insert the replacement between every
+    /// two characters) and must be able to match something; a redaction's `replacement` must not
+    /// itself match, so that redacting twice changes nothing. Errors name the field:
+    /// `invalid config: patterns[1]: ...`.
+    pub fn new(
+        patterns: &[String],
+        case_insensitive: bool,
+        action: Action,
+        max_match_chars: usize,
+    ) -> Result<Self> {
+        if patterns.is_empty() {
+            return Err(config_error("patterns", "must list at least one pattern"));
+        }
+        let mut each = Vec::with_capacity(patterns.len());
+        let mut hold = 0;
+        let mut unbounded = Vec::new();
+        for (i, pattern) in patterns.iter().enumerate() {
+            let field = format!("patterns[{i}]");
+            if pattern.is_empty() {
+                return Err(config_error(&field, "must not be empty"));
+            }
+            let hir = regex_syntax::ParserBuilder::new()
+                .case_insensitive(case_insensitive)
+                .build()
+                .parse(pattern)
+                .map_err(|e| config_error(&field, syntax_error(&e)))?;
+            let props = hir.properties();
+            match props.minimum_len() {
+                None => return Err(config_error(&field, "can never match anything")),
+                Some(0) => {
+                    return Err(config_error(
+                        &field,
+                        "can match the empty string; every pattern must match at least one \
+                         character",
+                    ));
+                }
+                Some(_) => {}
+            }
+            // `maximum_len` counts bytes; a character is at least one byte.
+            match props.maximum_len() {
+                Some(bytes) if bytes <= max_match_chars => hold = hold.max(bytes),
+                _ => {
+                    hold = max_match_chars;
+                    unbounded.push(i);
+                }
+            }
+            each.push(compile(pattern, case_insensitive).map_err(|e| config_error(&field, e))?);
+        }
+        let all: Vec<String> = patterns.iter().map(|p| format!("(?:{p})")).collect();
+        let regex =
+            compile(&all.join("|"), case_insensitive).map_err(|e| config_error("patterns", e))?;
+        if let Action::Redact(replacement) = &action
+            && let Some(m) = regex.find(replacement)
+        {
+            let i = each
+                .iter()
+                .position(|r| r.is_match(m.as_str()))
+                .unwrap_or(0);
+            return Err(config_error(
+                "replacement",
+                format!("must not itself match a banned pattern (it matches patterns[{i}])"),
+            ));
+        }
+        Ok(Filter {
+            regex,
+            each,
+            action,
+            hold,
+            unbounded,
+        })
+    }
+
+    /// The combined regex.
+    pub fn regex(&self) -> &Regex {
+        &self.regex
+    }
+
+    /// What a match leads to.
+    pub fn action(&self) -> &Action {
+        &self.action
+    }
+
+    /// How many trailing characters of a stream may still belong to a match.
+    pub fn hold(&self) -> usize {
+        self.hold
+    }
+
+    /// Indices of the patterns whose matches can be longer than `max_match_chars`.
+    pub fn unbounded(&self) -> &[usize] {
+        &self.unbounded
+    }
+
+    /// The first match in `text`, if any.
+    pub fn find(&self, text: &str) -> Option<Found> {
+        self.regex.find(text).map(|m| self.which(m.as_str()))
+    }
+
+    /// Which pattern a matched text belongs to.
+    pub fn which(&self, matched: &str) -> Found {
+        let pattern = self
+            .each
+            .iter()
+            .position(|r| r.is_match(matched))
+            .unwrap_or(0);
+        Found { pattern }
+    }
+
+    /// `text` with every match replaced by `replacement` (borrowed when nothing matched).
+    pub fn redact<'t>(&self, text: &'t str, replacement: &str) -> Cow<'t, str> {
+        self.regex.replace_all(text, regex::NoExpand(replacement))
+    }
+}
+
+/// A regex with the filter's settings.
+fn compile(pattern: &str, case_insensitive: bool) -> core::result::Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(case_insensitive)
+        .build()
+        .map_err(|e| one_line(&e.to_string()))
+}
+
+/// A parse error as `<problem> at character <n>` (1-based; the field already names the pattern).
+fn syntax_error(err: &regex_syntax::Error) -> String {
+    let (problem, span) = match err {
+        regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span()),
+        regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span()),
+        _ => return one_line(&err.to_string()),
+    };
+    let at = span.start.column;
+    format!("invalid regex: {problem} at character {at}")
+}
+
+/// A multi-line regex error (pattern, caret, message) on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patterns(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn redactor(p: &[&str]) -> Filter {
+        Filter::new(&patterns(p), true, Action::Redact("[x]".into()), 64).unwrap()
+    }
+
+    fn err(p: &[&str], action: Action, max: usize) -> String {
+        Filter::new(&patterns(p), true, action, max).unwrap_err()
+    }
+
+    #[test]
+    fn redacts_every_match_case_insensitively() {
+        let f = redactor(&["damn", r"\bheck\b"]);
+        assert_eq!(
+            f.redact("Damn, what the heck!", "[x]"),
+            "[x], what the [x]!"
+        );
+        assert_eq!(f.redact("checked", "[x]"), "checked");
+        assert!(matches!(f.redact("clean", "[x]"), Cow::Borrowed(_)));
+        assert_eq!(f.find("oh HECK"), Some(Found { pattern: 1 }));
+        assert_eq!(f.find("fine"), None);
+        // `$` in the replacement is literal.
+        assert_eq!(f.redact("damn", "$0"), "$0");
+    }
+
+    #[test]
+    fn hold_is_the_longest_possible_match_capped_by_max_match_chars() {
+        assert_eq!(redactor(&["damn", "darn"]).hold(), 4);
+        // Bytes, not characters: case-insensitive `k` also matches the Kelvin sign (3 bytes).
+        assert_eq!(redactor(&["damn", "heck"]).hold(), 6);
+        assert_eq!(redactor(&[r"id-[0-9]{10}"]).hold(), 13);
+        let f = redactor(&["damn", r"bad\w*"]);
+        assert_eq!(f.hold(), 64);
+        assert_eq!(f.unbounded(), [1]);
+    }
+
+    #[test]
+    fn config_errors_name_the_pattern() {
+        let reject = || Action::Reject;
+        assert_eq!(
+            err(&[], reject(), 64),
+            "invalid config: patterns: must list at least one pattern"
+        );
+        assert_eq!(
+            err(&["ok", ""], reject(), 64),
+            "invalid config: patterns[1]: must not be empty"
+        );
+        assert_eq!(
+            err(&["ok", "(unclosed"], reject(), 64),
+            "invalid config: patterns[1]: invalid regex: unclosed group at character 1"
+        );
+        assert_eq!(
+            err(&[r"a\p{Greek}"], reject(), 64),
+            "invalid config: patterns[0]: invalid regex: Unicode property not found at \
+             character 2"
+        );
+        let e = err(&["a*"], reject(), 64);
+        assert!(
+            e.starts_with("invalid config: patterns[0]: can match the empty string"),
+            "{e}"
+        );
+        let e = err(&[r"\b"], reject(), 64);
+        assert!(e.contains("empty string"), "{e}");
+        assert_eq!(
+            err(&["ok", "red"], Action::Redact("[redacted]".into()), 64),
+            "invalid config: replacement: must not itself match a banned pattern (it matches \
+             patterns[1])"
+        );
+    }
+}

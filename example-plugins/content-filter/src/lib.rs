@@ -1,0 +1,566 @@
+//! `content-filter`: banned patterns (regular expressions) in prompts and completions, rejected
+//! or redacted, streams included.
+//!
+//! The pre-hook scans the content of the request's messages whose role is in `roles` (by default
+//! the system and user messages); the post-hook scans the text of every choice of the response.
+//! On a match, `action` decides:
+//!
+//! - `reject`: a prompt fails with HTTP 400, a completion with HTTP 422, both with type
+//!   `invalid_request_error`, code `content_filter` and no fallbacks. The message says where
+//!   the match was (message index and role, or choice index), never what matched.
+//! - `redact`: every match is replaced with `replacement` and the request or response goes on.
+//!
+//! Streamed completions are filtered chunk by chunk: the last characters of each choice are held
+//! back until no match can still be completed by the next chunk (at most the longest possible
+//! match, capped by `max_match_chars`), so a banned word split across chunks never reaches the
+//! client. On a stream, `reject` ends the stream with the same 422 error event.
+//!
+//! Config (unknown fields rejected):
+//!
+//! | field              | type            | default              | meaning                                              |
+//! |--------------------|-----------------|----------------------|------------------------------------------------------|
+//! | `patterns`         | list of strings | (required)           | banned regexes (Rust `regex` syntax); at least one    |
+//! | `action`           | string          | `"reject"`           | `"reject"` or `"redact"`                              |
+//! | `replacement`      | string          | `"[redacted]"`       | text that replaces a match (`redact`); must not match |
+//! | `scope`            | string          | `"both"`             | `"prompts"`, `"completions"` or `"both"`              |
+//! | `roles`            | list of strings | `["system", "user"]` | roles of the prompt messages scanned                  |
+//! | `case_insensitive` | bool            | `true`               | match regardless of case                              |
+//! | `max_match_chars`  | integer         | `64`                 | longest match a stream guards against, 1..=4096       |
+//!
+//! ```json
+//! { "patterns": ["\\bdamn\\b", "sk-[A-Za-z0-9]{20,40}"], "action": "redact", "scope": "both" }
+//! ```
+
+mod filter;
+mod window;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use wasmgate_sdk::{
+    ChatRequest, ChatResponse, ChunkOutcome, Ctx, GatewayError, Plugin, PostOutcome, PreOutcome,
+    Result, StreamChunk, config_error, info, warn,
+};
+
+pub use filter::{Action, Filter, Found};
+pub use window::Window;
+
+/// The error code of every rejection.
+pub const CODE: &str = "content_filter";
+
+/// What a match leads to (the `action` field).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionName {
+    /// Fail the request or the response.
+    #[default]
+    Reject,
+    /// Replace matches with `replacement`.
+    Redact,
+}
+
+/// What is scanned (the `scope` field).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The request's messages only.
+    Prompts,
+    /// The response's choices only (streamed or not).
+    Completions,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Scope {
+    fn prompts(self) -> bool {
+        matches!(self, Scope::Prompts | Scope::Both)
+    }
+
+    fn completions(self) -> bool {
+        matches!(self, Scope::Completions | Scope::Both)
+    }
+}
+
+/// The plugin's config, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Banned patterns (required, at least one).
+    pub patterns: Vec<String>,
+    /// What a match leads to.
+    #[serde(default)]
+    pub action: ActionName,
+    /// What replaces a match when redacting.
+    #[serde(default = "default_replacement")]
+    pub replacement: String,
+    /// What is scanned.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Roles of the prompt messages that are scanned.
+    #[serde(default = "default_roles")]
+    pub roles: Vec<String>,
+    /// Whether matching ignores case.
+    #[serde(default = "default_case_insensitive")]
+    pub case_insensitive: bool,
+    /// The longest match a stream guards against (1..=4096 characters).
+    #[serde(default = "default_max_match_chars")]
+    pub max_match_chars: usize,
+}
+
+fn default_replacement() -> String {
+    "[redacted]".into()
+}
+
+fn default_roles() -> Vec<String> {
+    vec!["system".into(), "user".into()]
+}
+
+fn default_case_insensitive() -> bool {
+    true
+}
+
+fn default_max_match_chars() -> usize {
+    64
+}
+
+/// The filter and the per-request streaming state.
+#[derive(Debug)]
+pub struct ContentFilter {
+    filter: Filter,
+    scope: Scope,
+    roles: Vec<String>,
+    /// Held-back text of each streamed choice of the current request.
+    windows: BTreeMap<u32, Window>,
+    /// Whether the current request's completion arrived as a stream (already filtered chunk by
+    /// chunk, so the post-hook leaves the assembled response alone).
+    streamed: bool,
+}
+
+impl ContentFilter {
+    /// Parses and validates the JSON config and compiles the patterns.
+    pub fn from_config(config: &str) -> Result<Self> {
+        let config: Config = wasmgate_sdk::parse_config(config)?;
+        if !(1..=4096).contains(&config.max_match_chars) {
+            return Err(config_error(
+                "max_match_chars",
+                format!("must be 1..=4096, got {}", config.max_match_chars),
+            ));
+        }
+        if config.roles.is_empty() && config.scope == Scope::Prompts {
+            return Err(config_error(
+                "roles",
+                "must list at least one role when scope is \"prompts\"",
+            ));
+        }
+        if let Some(i) = config.roles.iter().position(|r| r.trim().is_empty()) {
+            return Err(config_error(&format!("roles[{i}]"), "must not be empty"));
+        }
+        let action = match config.action {
+            ActionName::Reject => Action::Reject,
+            ActionName::Redact => Action::Redact(config.replacement),
+        };
+        let filter = Filter::new(
+            &config.patterns,
+            config.case_insensitive,
+            action,
+            config.max_match_chars,
+        )?;
+        Ok(ContentFilter {
+            filter,
+            scope: config.scope,
+            roles: config.roles,
+            windows: BTreeMap::new(),
+            streamed: false,
+        })
+    }
+
+    /// Filters the prompt: `Ok(n)` with the number of messages redacted, or the index of the
+    /// first message that matched and what matched, to reject.
+    pub fn filter_prompt(&self, req: &mut ChatRequest) -> core::result::Result<usize, Rejected> {
+        let mut redacted = 0;
+        for (i, message) in req.messages.iter_mut().enumerate() {
+            if !self.roles.contains(&message.role) {
+                continue;
+            }
+            let Some(text) = message.content.as_mut() else {
+                continue;
+            };
+            match self.filter.action() {
+                Action::Reject => {
+                    if let Some(found) = self.filter.find(text) {
+                        return Err(Rejected {
+                            index: i,
+                            role: message.role.clone(),
+                            found,
+                        });
+                    }
+                }
+                Action::Redact(replacement) => {
+                    let new = self.filter.redact(text, replacement);
+                    if let std::borrow::Cow::Owned(new) = new {
+                        *text = new;
+                        redacted += 1;
+                    }
+                }
+            }
+        }
+        Ok(redacted)
+    }
+
+    /// Filters a complete response: `Ok(n)` with the number of choices redacted, or the first
+    /// choice that matched, to reject.
+    pub fn filter_completion(
+        &self,
+        resp: &mut ChatResponse,
+    ) -> core::result::Result<usize, Rejected> {
+        let mut redacted = 0;
+        for choice in &mut resp.choices {
+            let Some(text) = choice.message.content.as_mut() else {
+                continue;
+            };
+            match self.filter.action() {
+                Action::Reject => {
+                    if let Some(found) = self.filter.find(text) {
+                        return Err(Rejected {
+                            index: choice.index as usize,
+                            role: choice.message.role.clone(),
+                            found,
+                        });
+                    }
+                }
+                Action::Redact(replacement) => {
+                    if let std::borrow::Cow::Owned(new) = self.filter.redact(text, replacement) {
+                        *text = new;
+                        redacted += 1;
+                    }
+                }
+            }
+        }
+        Ok(redacted)
+    }
+
+    /// Filters one streamed chunk: the chunk to send (its content replaced by the text that
+    /// can be released), `None` when there is nothing to send, or the rejection.
+    pub fn filter_chunk(
+        &mut self,
+        mut chunk: StreamChunk,
+    ) -> core::result::Result<Option<StreamChunk>, Rejected> {
+        self.streamed = true;
+        if !self.scope.completions() {
+            return Ok(Some(chunk));
+        }
+        let choice = chunk.choice;
+        let reject = |found| Rejected {
+            index: choice as usize,
+            role: "assistant".into(),
+            found,
+        };
+        let window = self.windows.entry(choice).or_default();
+        let mut out = match chunk.content.take() {
+            Some(text) => window.push(&self.filter, &text).map_err(reject)?,
+            None => String::new(),
+        };
+        if chunk.finish_reason.is_some() {
+            let rest = window.finish(&self.filter).map_err(reject)?;
+            out.push_str(&rest);
+            self.windows.remove(&choice);
+        }
+        if !out.is_empty() {
+            chunk.content = Some(out);
+        } else if chunk.role.is_none() && chunk.finish_reason.is_none() && chunk.usage.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(chunk))
+    }
+
+    /// Characters still held for choices whose stream ended without a finish reason.
+    fn stranded(&self) -> bool {
+        self.windows.values().any(Window::is_holding)
+    }
+}
+
+/// A match that rejects a prompt message or a completion choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Message index (prompt) or choice index (completion).
+    pub index: usize,
+    /// The role of that message.
+    pub role: String,
+    /// Which pattern matched.
+    pub found: Found,
+}
+
+impl Rejected {
+    /// The 400 a rejected prompt fails with.
+    pub fn prompt_error(&self) -> GatewayError {
+        GatewayError::new(
+            400,
+            format!(
+                "the prompt was rejected by the content filter (message {}, role {})",
+                self.index, self.role
+            ),
+        )
+        .kind("invalid_request_error")
+        .code(CODE)
+        .no_fallbacks()
+    }
+
+    /// The 422 a rejected completion fails with.
+    pub fn completion_error(&self) -> GatewayError {
+        GatewayError::new(
+            422,
+            format!(
+                "the completion was withheld by the content filter (choice {})",
+                self.index
+            ),
+        )
+        .kind("invalid_request_error")
+        .code(CODE)
+        .no_fallbacks()
+    }
+}
+
+#[wasmgate_sdk::plugin]
+impl Plugin for ContentFilter {
+    fn name() -> String {
+        "content-filter".into()
+    }
+
+    fn init(config: &str) -> Result<Self> {
+        let plugin = ContentFilter::from_config(config)?;
+        if plugin.scope.completions() {
+            for i in plugin.filter.unbounded() {
+                warn!(
+                    "patterns[{i}] can match more characters than max_match_chars ({}): in \
+                     streams only that many characters of such a match are sure to be redacted",
+                    plugin.filter.hold()
+                );
+            }
+        }
+        Ok(plugin)
+    }
+
+    fn pre_hook(&mut self, _ctx: &Ctx, mut req: ChatRequest) -> Result<PreOutcome> {
+        self.windows.clear();
+        self.streamed = false;
+        if !self.scope.prompts() {
+            return Ok(PreOutcome::Continue(req));
+        }
+        match self.filter_prompt(&mut req) {
+            Ok(0) => Ok(PreOutcome::Continue(req)),
+            Ok(n) => {
+                info!("redacted banned content in {n} prompt message(s)");
+                Ok(PreOutcome::Continue(req))
+            }
+            Err(rejected) => {
+                warn!(
+                    "prompt rejected: message {} ({}) matches patterns[{}]",
+                    rejected.index, rejected.role, rejected.found.pattern
+                );
+                Ok(PreOutcome::Fail(rejected.prompt_error()))
+            }
+        }
+    }
+
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+        if self.streamed {
+            if self.stranded() {
+                warn!(
+                    "a streamed choice ended without a finish reason: its held-back text was not sent"
+                );
+            }
+            self.windows.clear();
+            return Ok(outcome);
+        }
+        let PostOutcome::Response(mut resp) = outcome else {
+            return Ok(outcome);
+        };
+        if !self.scope.completions() {
+            return Ok(PostOutcome::Response(resp));
+        }
+        match self.filter_completion(&mut resp) {
+            Ok(0) => Ok(PostOutcome::Response(resp)),
+            Ok(n) => {
+                info!("redacted banned content in {n} completion choice(s)");
+                Ok(PostOutcome::Response(resp))
+            }
+            Err(rejected) => {
+                warn!(
+                    "completion rejected: choice {} matches patterns[{}]",
+                    rejected.index, rejected.found.pattern
+                );
+                Ok(PostOutcome::Error(rejected.completion_error()))
+            }
+        }
+    }
+
+    fn stream_chunk(&mut self, _ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
+        match self.filter_chunk(chunk) {
+            Ok(Some(chunk)) => Ok(ChunkOutcome::Emit(chunk)),
+            Ok(None) => Ok(ChunkOutcome::Drop),
+            Err(rejected) => {
+                warn!(
+                    "streamed completion rejected: choice {} matches patterns[{}]",
+                    rejected.index, rejected.found.pattern
+                );
+                Ok(ChunkOutcome::Fail(rejected.completion_error()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmgate_sdk::{Message, Usage};
+
+    fn plugin(config: &str) -> ContentFilter {
+        ContentFilter::from_config(config).unwrap()
+    }
+
+    fn request(messages: Vec<Message>) -> ChatRequest {
+        ChatRequest {
+            provider: "mock".into(),
+            model: "echo".into(),
+            messages,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            stream: false,
+            user: None,
+            fallbacks: vec![],
+            extra: "{}".into(),
+        }
+    }
+
+    fn chunk(index: u32, content: Option<&str>, finish: bool) -> StreamChunk {
+        StreamChunk {
+            index,
+            choice: 0,
+            role: (index == 0).then(|| "assistant".to_owned()),
+            content: content.map(str::to_owned),
+            finish_reason: finish.then(|| "stop".to_owned()),
+            usage: finish.then_some(Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2,
+                total_tokens: 3,
+            }),
+        }
+    }
+
+    #[test]
+    fn config_defaults() {
+        let p = plugin(r#"{"patterns": ["damn"]}"#);
+        assert_eq!(p.scope, Scope::Both);
+        assert_eq!(p.roles, ["system", "user"]);
+        assert_eq!(p.filter.action(), &Action::Reject);
+        let p = plugin(r#"{"patterns": ["damn"], "action": "redact"}"#);
+        assert_eq!(p.filter.action(), &Action::Redact("[redacted]".into()));
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let err = |c: &str| ContentFilter::from_config(c).unwrap_err();
+        assert_eq!(err("{}"), "invalid config: missing field `patterns`");
+        assert_eq!(
+            err(r#"{"patterns": ["x"], "action": "block"}"#),
+            "invalid config: action: unknown variant `block`, expected `reject` or `redact`"
+        );
+        assert!(
+            err(r#"{"patterns": ["x"], "scope": "all"}"#).starts_with("invalid config: scope: ")
+        );
+        assert_eq!(
+            err(r#"{"patterns": ["x"], "max_match_chars": 0}"#),
+            "invalid config: max_match_chars: must be 1..=4096, got 0"
+        );
+        assert_eq!(
+            err(r#"{"patterns": ["x"], "roles": ["user", " "]}"#),
+            "invalid config: roles[1]: must not be empty"
+        );
+        assert!(err(r#"{"patterns": ["x"], "pattern": "y"}"#).contains("unknown field `pattern`"));
+        assert!(err(r#"{"patterns": ["(x"]}"#).starts_with("invalid config: patterns[0]: "));
+    }
+
+    #[test]
+    fn prompts_are_rejected_with_the_message_index_but_not_the_text() {
+        let p = plugin(r#"{"patterns": ["damn"]}"#);
+        let mut req = request(vec![
+            Message::system("be nice"),
+            Message::assistant("damn (assistant messages are not scanned)"),
+            Message::user("well DAMN"),
+        ]);
+        let rejected = p.filter_prompt(&mut req).unwrap_err();
+        assert_eq!((rejected.index, rejected.role.as_str()), (2, "user"));
+        let e = rejected.prompt_error();
+        assert_eq!((e.status, e.code.as_deref()), (400, Some(CODE)));
+        assert_eq!(e.allow_fallbacks, Some(false));
+        assert!(!e.message.to_lowercase().contains("damn"), "{}", e.message);
+    }
+
+    #[test]
+    fn prompts_are_redacted_in_the_configured_roles() {
+        let p = plugin(r#"{"patterns": ["damn"], "action": "redact", "replacement": "***"}"#);
+        let mut req = request(vec![
+            Message::system("no damn swearing"),
+            Message::assistant("damn"),
+            Message::user("clean"),
+        ]);
+        assert_eq!(p.filter_prompt(&mut req), Ok(1));
+        assert_eq!(req.messages[0].content.as_deref(), Some("no *** swearing"));
+        assert_eq!(req.messages[1].content.as_deref(), Some("damn"));
+    }
+
+    #[test]
+    fn completions_are_rejected_or_redacted() {
+        let mut resp = ChatResponse::with_text("id", "mock", "echo", 0, "echo: damn");
+        let p = plugin(r#"{"patterns": ["damn"]}"#);
+        let e = p
+            .filter_completion(&mut resp)
+            .unwrap_err()
+            .completion_error();
+        assert_eq!((e.status, e.code.as_deref()), (422, Some(CODE)));
+        let p = plugin(r#"{"patterns": ["damn"], "action": "redact"}"#);
+        assert_eq!(p.filter_completion(&mut resp), Ok(1));
+        assert_eq!(resp.text(), Some("echo: [redacted]"));
+    }
+
+    #[test]
+    fn chunks_hold_back_text_and_flush_it_with_the_finish_reason() {
+        let mut p = plugin(r#"{"patterns": ["damn"], "action": "redact"}"#);
+        let first = p.filter_chunk(chunk(0, Some("echo: da"), false)).unwrap();
+        let first = first.expect("the role is sent");
+        assert_eq!(first.role.as_deref(), Some("assistant"));
+        assert_eq!(first.content.as_deref(), Some("echo"));
+        // Nothing releasable and nothing else in the chunk: dropped.
+        assert_eq!(p.filter_chunk(chunk(1, Some(""), false)).unwrap(), None);
+        let third = p.filter_chunk(chunk(2, Some("mn it"), false)).unwrap();
+        assert_eq!(
+            third.and_then(|c| c.content).as_deref(),
+            Some(": [redacted]")
+        );
+        let last = p
+            .filter_chunk(chunk(3, None, true))
+            .unwrap()
+            .expect("finish");
+        assert_eq!(last.content.as_deref(), Some(" it"));
+        assert_eq!(last.usage.map(|u| u.total_tokens), Some(3));
+        assert!(!p.stranded());
+    }
+
+    #[test]
+    fn chunks_are_rejected_before_the_banned_word_is_sent() {
+        let mut p = plugin(r#"{"patterns": ["damn"]}"#);
+        let first = p.filter_chunk(chunk(0, Some("echo: da"), false)).unwrap();
+        assert_eq!(first.and_then(|c| c.content).as_deref(), Some("echo"));
+        let rejected = p.filter_chunk(chunk(1, Some("mn!"), true)).unwrap_err();
+        assert_eq!(rejected.completion_error().status, 422);
+    }
+
+    #[test]
+    fn prompt_scope_leaves_chunks_alone() {
+        let mut p = plugin(r#"{"patterns": ["damn"], "scope": "prompts"}"#);
+        let c = chunk(0, Some("damn"), false);
+        assert_eq!(p.filter_chunk(c.clone()).unwrap(), Some(c));
+    }
+}

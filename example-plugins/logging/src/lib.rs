@@ -1,0 +1,404 @@
+//! `logging`: one structured access-log line per request, at info level in the gateway's log.
+//!
+//! The pre-hook notes what was asked for; the post-hook writes the line once the outcome is
+//! known. Put the plugin **first** in the chain: its pre-hook then sees every request, and its
+//! post-hook, which runs last, sees the outcome the client gets. A request that falls back to
+//! another target runs the pre- and post-hooks once per attempt, so it logs one line per
+//! attempt, told apart by `attempt`.
+//!
+//! Fields, in this order, absent ones left out: `request_id`, `chain` (the plugins, in order),
+//! `model` (the `provider/model` the attempt asked for), `target` (the `provider/model` sent
+//! upstream, absent when a plugin answered), `attempt` (0 first), `stream`, `status` (`ok` or
+//! `error`), `http_status`, `error_type` and `error_code` (errors), `short_circuit` (the plugin
+//! whose pre-hook answered or failed), `finish_reason`, `latency_ms` (since the gateway received
+//! the request), `prompt_tokens`, `completion_tokens`, `total_tokens`; with `include_bodies`
+//! also `prompt` (the last user message), `completion` (the first choice's text) and
+//! `error_message`, each cut to `max_body_chars` characters.
+//!
+//! Config (all optional, unknown fields rejected):
+//!
+//! | field            | type    | default  | meaning                                                   |
+//! |------------------|---------|----------|-----------------------------------------------------------|
+//! | `format`         | string  | `"json"` | `"json"` (one object) or `"kv"` (`key=value` pairs)       |
+//! | `include_bodies` | bool    | `false`  | also log the prompt, the completion and error messages    |
+//! | `max_body_chars` | integer | `200`    | longest logged body, in characters, 1..=65536             |
+//! | `response_field` | string  | none     | debugging aid: also put the line in this response field   |
+//! | `error_header`   | string  | none     | debugging aid: also send the line in this error header    |
+//!
+//! ```json
+//! { "format": "kv", "include_bodies": true, "max_body_chars": 80 }
+//! ```
+
+mod record;
+
+use serde::Deserialize;
+use wasmgate_sdk::serde_json::Value;
+use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result, config_error, info};
+
+pub use record::{Format, Record, truncate};
+
+/// The plugin's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How the line is written.
+    pub format: Format,
+    /// Whether the prompt, the completion and error messages are logged.
+    pub include_bodies: bool,
+    /// Longest logged body, in characters (1..=65536).
+    pub max_body_chars: usize,
+    /// A response body field that also gets the line (a debugging aid; off by default).
+    pub response_field: Option<String>,
+    /// An HTTP header that also carries the line on error responses (a debugging aid).
+    pub error_header: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            format: Format::Json,
+            include_bodies: false,
+            max_body_chars: 200,
+            response_field: None,
+            error_header: None,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates the JSON config.
+    pub fn parse(config: &str) -> Result<Self> {
+        let mut config: Config = wasmgate_sdk::parse_config(config)?;
+        if !(1..=65_536).contains(&config.max_body_chars) {
+            return Err(config_error(
+                "max_body_chars",
+                format!("must be 1..=65536, got {}", config.max_body_chars),
+            ));
+        }
+        if let Some(field) = &config.response_field
+            && field.trim().is_empty()
+        {
+            return Err(config_error("response_field", "must not be empty"));
+        }
+        if let Some(name) = &mut config.error_header {
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(config_error(
+                    "error_header",
+                    format!("{name:?} is not a valid HTTP header name"),
+                ));
+            }
+            name.make_ascii_lowercase();
+        }
+        Ok(config)
+    }
+}
+
+/// An HTTP token character (RFC 9110), what header names are made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// What the pre-hook saw of the attempt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    /// `provider/model` asked for.
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The last user message (only kept with `include_bodies`).
+    pub prompt: Option<String>,
+}
+
+/// The gateway's values for the request (the `gateway.*` context values and the clock).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayValues {
+    /// The request id.
+    pub request_id: String,
+    /// `gateway.chain`.
+    pub chain: Option<String>,
+    /// `gateway.target`.
+    pub target: Option<String>,
+    /// `gateway.attempt`.
+    pub attempt: Option<String>,
+    /// `gateway.short_circuit`.
+    pub short_circuit: Option<String>,
+    /// `gateway.started_ms`.
+    pub started_ms: Option<String>,
+    /// Now, in milliseconds since the epoch.
+    pub now_ms: u64,
+}
+
+impl GatewayValues {
+    /// Reads them from the request context.
+    fn read(ctx: &Ctx) -> Self {
+        GatewayValues {
+            request_id: ctx.request_id(),
+            chain: ctx.get("gateway.chain"),
+            target: ctx.get("gateway.target"),
+            attempt: ctx.get("gateway.attempt"),
+            short_circuit: ctx.get("gateway.short_circuit"),
+            started_ms: ctx.get("gateway.started_ms"),
+            now_ms: wasmgate_sdk::now_ms(),
+        }
+    }
+}
+
+/// A number when the text is one, else the text.
+fn number_or_text(text: &str) -> Value {
+    text.parse::<u64>()
+        .map_or_else(|_| Value::from(text), Value::from)
+}
+
+/// The log record of one attempt.
+pub fn record(
+    config: &Config,
+    seen: Option<&Seen>,
+    gw: &GatewayValues,
+    outcome: &PostOutcome,
+) -> Record {
+    let body = |text: &str| truncate(text, config.max_body_chars);
+    let mut r = Record::default();
+    r.field("request_id", gw.request_id.as_str())
+        .opt("chain", gw.chain.as_deref())
+        .opt("model", seen.map(|s| s.model.as_str()))
+        .opt("target", gw.target.as_deref())
+        .opt("attempt", gw.attempt.as_deref().map(number_or_text))
+        .opt("stream", seen.map(|s| s.stream));
+    match outcome {
+        PostOutcome::Response(_) => {
+            r.field("status", "ok").field("http_status", 200);
+        }
+        PostOutcome::Error(e) => {
+            r.field("status", "error")
+                .field("http_status", e.status)
+                .opt("error_type", e.kind.as_deref())
+                .opt("error_code", e.code.as_deref());
+        }
+    }
+    r.opt("short_circuit", gw.short_circuit.as_deref());
+    if let PostOutcome::Response(resp) = outcome {
+        r.opt(
+            "finish_reason",
+            resp.choices
+                .first()
+                .and_then(|c| c.finish_reason.as_deref()),
+        );
+    }
+    let started = gw.started_ms.as_deref().and_then(|s| s.parse::<u64>().ok());
+    r.opt("latency_ms", started.map(|t| gw.now_ms.saturating_sub(t)));
+    if let PostOutcome::Response(resp) = outcome
+        && let Some(usage) = resp.usage
+    {
+        r.field("prompt_tokens", usage.prompt_tokens)
+            .field("completion_tokens", usage.completion_tokens)
+            .field("total_tokens", usage.total_tokens);
+    }
+    if config.include_bodies {
+        r.opt("prompt", seen.and_then(|s| s.prompt.as_deref()).map(body));
+        match outcome {
+            PostOutcome::Response(resp) => {
+                r.opt("completion", resp.text().map(body));
+            }
+            PostOutcome::Error(e) => {
+                r.field("error_message", body(&e.message));
+            }
+        }
+    }
+    r
+}
+
+/// `line` with every non-ASCII character written as a `\uXXXX` escape (UTF-16, as JSON does), so
+/// it is a valid HTTP header value.
+pub fn ascii_only(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// Writes one line per request (per attempt).
+#[derive(Debug)]
+pub struct Logging {
+    config: Config,
+    seen: Option<Seen>,
+}
+
+#[wasmgate_sdk::plugin]
+impl Plugin for Logging {
+    fn name() -> String {
+        "logging".into()
+    }
+
+    fn init(config: &str) -> Result<Self> {
+        Ok(Logging {
+            config: Config::parse(config)?,
+            seen: None,
+        })
+    }
+
+    fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+        self.seen = Some(Seen {
+            model: format!("{}/{}", req.provider, req.model),
+            stream: req.stream,
+            prompt: self
+                .config
+                .include_bodies
+                .then(|| req.last_user_text().map(str::to_owned))
+                .flatten(),
+        });
+        Ok(PreOutcome::Continue(req))
+    }
+
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+        let seen = self.seen.take();
+        let gw = GatewayValues::read(ctx);
+        let line = record(&self.config, seen.as_ref(), &gw, &outcome).write(self.config.format);
+        info!("{line}");
+        Ok(match outcome {
+            PostOutcome::Response(mut resp) => {
+                if let Some(field) = &self.config.response_field {
+                    resp.set_extra(field, &line)?;
+                }
+                PostOutcome::Response(resp)
+            }
+            PostOutcome::Error(err) => PostOutcome::Error(match &self.config.error_header {
+                Some(name) => err.header(name.as_str(), ascii_only(&line)),
+                None => err,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmgate_sdk::{ChatResponse, GatewayError, Usage};
+
+    fn config(json: &str) -> Config {
+        Config::parse(json).unwrap()
+    }
+
+    fn gw() -> GatewayValues {
+        GatewayValues {
+            request_id: "req-1".into(),
+            chain: Some("logging,cache".into()),
+            target: Some("mock/echo".into()),
+            attempt: Some("0".into()),
+            short_circuit: None,
+            started_ms: Some("1000".into()),
+            now_ms: 1042,
+        }
+    }
+
+    fn seen() -> Seen {
+        Seen {
+            model: "mock/echo".into(),
+            stream: false,
+            prompt: Some("a secret prompt".into()),
+        }
+    }
+
+    fn response() -> PostOutcome {
+        let mut resp = ChatResponse::with_text("id", "mock", "echo", 0, "echo: a secret prompt");
+        resp.usage = Some(Usage {
+            prompt_tokens: 6,
+            completion_tokens: 3,
+            total_tokens: 9,
+        });
+        PostOutcome::Response(resp)
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let c = config("{}");
+        assert_eq!(
+            (c.format, c.include_bodies, c.max_body_chars),
+            (Format::Json, false, 200)
+        );
+        let err = |c: &str| Config::parse(c).unwrap_err();
+        assert_eq!(
+            err(r#"{"format": "xml"}"#),
+            "invalid config: format: unknown variant `xml`, expected `json` or `kv`"
+        );
+        assert_eq!(
+            err(r#"{"max_body_chars": 0}"#),
+            "invalid config: max_body_chars: must be 1..=65536, got 0"
+        );
+        assert_eq!(
+            err(r#"{"response_field": " "}"#),
+            "invalid config: response_field: must not be empty"
+        );
+        assert_eq!(
+            err(r#"{"error_header": "x log"}"#),
+            "invalid config: error_header: \"x log\" is not a valid HTTP header name"
+        );
+        assert!(err(r#"{"formats": "kv"}"#).contains("unknown field `formats`"));
+        assert_eq!(
+            config(r#"{"error_header": "X-Log"}"#)
+                .error_header
+                .as_deref(),
+            Some("x-log")
+        );
+    }
+
+    #[test]
+    fn a_response_line_has_tokens_latency_and_no_bodies_by_default() {
+        let line = record(&config("{}"), Some(&seen()), &gw(), &response()).write(Format::Json);
+        assert_eq!(
+            line,
+            r#"{"request_id":"req-1","chain":"logging,cache","model":"mock/echo","target":"mock/echo","attempt":0,"stream":false,"status":"ok","http_status":200,"finish_reason":"stop","latency_ms":42,"prompt_tokens":6,"completion_tokens":3,"total_tokens":9}"#
+        );
+        assert!(!line.contains("secret"));
+    }
+
+    #[test]
+    fn an_error_line_has_status_code_and_short_circuit() {
+        let err = GatewayError::new(401, "no key")
+            .kind("authentication_error")
+            .code("invalid_api_key");
+        let mut values = gw();
+        values.target = None;
+        values.short_circuit = Some("auth".into());
+        let line = record(
+            &config("{}"),
+            Some(&seen()),
+            &values,
+            &PostOutcome::Error(err),
+        )
+        .write(Format::Kv);
+        assert_eq!(
+            line,
+            "request_id=req-1 chain=logging,cache model=mock/echo attempt=0 stream=false \
+             status=error http_status=401 error_type=authentication_error \
+             error_code=invalid_api_key short_circuit=auth latency_ms=42"
+        );
+    }
+
+    #[test]
+    fn bodies_are_included_on_request_and_truncated() {
+        let c = config(r#"{"include_bodies": true, "max_body_chars": 8}"#);
+        let r = record(&c, Some(&seen()), &gw(), &response());
+        assert_eq!(r.get("prompt"), Some(&Value::from("a secret…")));
+        assert_eq!(r.get("completion"), Some(&Value::from("echo: a …")));
+        let err = PostOutcome::Error(GatewayError::new(503, "upstream unavailable"));
+        let r = record(&c, None, &gw(), &err);
+        assert_eq!(r.get("error_message"), Some(&Value::from("upstream…")));
+        assert_eq!(r.get("model"), None);
+    }
+
+    #[test]
+    fn header_values_are_ascii() {
+        assert_eq!(
+            ascii_only(r#"{"a":"é😀"}"#),
+            r#"{"a":"\u00e9\ud83d\ude00"}"#
+        );
+    }
+}
