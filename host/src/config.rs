@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::hooks::HookSet;
 use crate::providers::{MockConfig, ProviderConfig};
 use crate::runtime::{Grants, Limits, QuarantinePolicy, RuntimeOptions};
 
@@ -141,6 +142,38 @@ pub enum FailurePolicy {
     FailOpen,
 }
 
+/// A stage of a request a plugin can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Before the provider: the transport interceptor and the pre-hook.
+    PreRequest,
+    /// After the provider: the post-hook and the stream-chunk hook.
+    PostRequest,
+    /// When the request ends in an error: `on-error`.
+    Error,
+}
+
+impl Stage {
+    /// The hooks of `hooks` that belong to one of `stages` (all of them when `stages` is none).
+    pub fn mask(stages: Option<&[Stage]>, hooks: HookSet) -> HookSet {
+        let Some(stages) = stages else {
+            return hooks;
+        };
+        let pre = stages.contains(&Stage::PreRequest);
+        let post = stages.contains(&Stage::PostRequest);
+        let error = stages.contains(&Stage::Error);
+        HookSet {
+            transport_interceptor: hooks.transport_interceptor && pre,
+            pre_hook: hooks.pre_hook && pre,
+            post_hook: hooks.post_hook && post,
+            stream_chunk: hooks.stream_chunk && post,
+            on_error: hooks.on_error && error,
+            cleanup: hooks.cleanup,
+        }
+    }
+}
+
 /// Settings of one plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +196,20 @@ pub struct PluginConfig {
     /// Failure policy of its hook calls.
     #[serde(default)]
     pub policy: FailurePolicy,
+    /// Lower runs first (ties broken by name). Without one, a plugin's priority is its position:
+    /// 0, 1, 2... down the `plugins` list, continued in name order by the plugins found only in
+    /// the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Whether the plugin's pre-hook may run concurrently with those of the other `parallel`
+    /// plugins of the same priority, on the same input. A parallel plugin only reads: it may
+    /// pass, answer or fail a request, never rewrite it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
+    /// The stages the plugin takes part in (default: all); the gateway never calls it in the
+    /// others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<Stage>>,
     /// When true, requests are refused (503, naming the plugin) while the plugin is not
     /// active, e.g. because its component failed to load, instead of running without it. Use
     /// it for plugins that enforce something, such as authentication.
@@ -189,6 +236,9 @@ impl PluginConfig {
             version: 1,
             config: empty_object(),
             policy: FailurePolicy::default(),
+            priority: None,
+            parallel: false,
+            stages: None,
             required: false,
             limits: LimitsConfig::default(),
             quarantine: QuarantinePolicy::default(),
@@ -280,10 +330,18 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and validates config text; errors carry the JSON path of the bad field.
+    /// Parses and validates config text; errors carry the JSON path of the bad field. The text
+    /// must be one JSON object and nothing else, as the admin API expects when it rewrites the
+    /// file (serde alone would also take a positional array, or trailing text after the object).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
+        if !text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            bail!("the config must be a JSON object, e.g. {{\"plugins\": []}}");
+        }
         let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let config: Config = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             if path == "." {
                 anyhow::anyhow!("{}", e.inner())
@@ -291,6 +349,8 @@ impl Config {
                 anyhow::anyhow!("at `{path}`: {}", e.inner())
             }
         })?;
+        de.end()
+            .map_err(|e| anyhow::anyhow!("after the config object: {e}"))?;
         config.validate()?;
         Ok(config)
     }
@@ -415,6 +475,8 @@ mod tests {
             (r#"{"plugins": [{"name": "../x"}]}"#, "plugins[0].name"),
             (r#"{"providers": {"x": {"type": "nope"}}}"#, "providers.x"),
             (r#"{"listen": "nowhere"}"#, "listen"),
+            (r#"{} {"listen": "nowhere"}"#, "trailing characters"),
+            (r#"["127.0.0.1:1"]"#, "must be a JSON object"),
             (
                 r#"{"plugins": [{"name": "a", "limits": {"memory_mb": 4096}}]}"#,
                 "memory_mb",

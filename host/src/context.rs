@@ -91,6 +91,12 @@ impl RequestContext {
         let _ = self.insert(format!("{GATEWAY_PREFIX}{name}"), value.into());
     }
 
+    /// Removes one of the gateway's own values (a fallback attempt starts afresh).
+    pub fn unset_gateway(&self, name: &str) {
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.remove(&format!("{GATEWAY_PREFIX}{name}"));
+    }
+
     fn insert(&self, key: String, value: String) -> Result<(), String> {
         if key.len() > MAX_KEY_BYTES {
             return Err(format!(

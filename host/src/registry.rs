@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, FailurePolicy, PluginConfig, valid_plugin_name};
+use crate::config::{Config, FailurePolicy, PluginConfig, Stage, valid_plugin_name};
 use crate::hooks::HookSet;
 use crate::runtime::{Compiled, Limits, LoadedPlugin, Runtime};
 
@@ -58,6 +58,8 @@ pub struct PluginEntry {
     pub compiles: u64,
     /// Position in the pipeline (0 runs first).
     pub order: usize,
+    /// Effective priority (lower runs first; its own, or its position in the config).
+    pub priority: i64,
     /// Limits its calls run under.
     pub limits: Limits,
     /// Failure policy.
@@ -90,6 +92,7 @@ impl PluginEntry {
             status,
             error: None,
             order,
+            priority: 0,
             limits,
             policy: settings.policy,
             version: settings.version,
@@ -110,8 +113,12 @@ pub struct Link {
     pub plugin: Arc<LoadedPlugin>,
     /// Its failure policy.
     pub policy: FailurePolicy,
-    /// Its hooks, copied for quick checks.
+    /// The hooks the pipeline calls: those it implements, within its configured stages.
     pub hooks: HookSet,
+    /// Its effective priority (lower runs first).
+    pub priority: i64,
+    /// Whether its pre-hook may run concurrently with the other parallel links of its priority.
+    pub parallel: bool,
 }
 
 /// The active plugins in pipeline order. Immutable: a reload builds a new one.
@@ -159,9 +166,10 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The plugins to load: config entries in order, then unlisted `*.wasm` files of the plugins
-/// directory in name order.
-fn plan(config: &Config) -> Vec<(PluginConfig, PathBuf)> {
+/// The plugins to load, as (effective priority, settings, file), in pipeline order: config
+/// entries and then unlisted `*.wasm` files of the plugins directory (in name order) each get
+/// their position as priority unless they set one; lower runs first, ties by name.
+fn plan(config: &Config) -> Vec<(i64, PluginConfig, PathBuf)> {
     let mut plan: Vec<(PluginConfig, PathBuf)> = config
         .plugins
         .iter()
@@ -180,7 +188,19 @@ fn plan(config: &Config) -> Vec<(PluginConfig, PathBuf)> {
             .into_iter()
             .map(|(name, file)| (PluginConfig::named(&name), file)),
     );
-    plan
+    // Lower priority first, ties by name; a plugin without a priority has its position.
+    let mut keyed: Vec<_> = plan
+        .into_iter()
+        .enumerate()
+        .map(|(position, (settings, file))| {
+            let priority = settings
+                .priority
+                .unwrap_or(i64::try_from(position).unwrap_or(i64::MAX));
+            (priority, settings, file)
+        })
+        .collect();
+    keyed.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+    keyed
 }
 
 /// `*.wasm` files of a directory as (stem, path), sorted; a missing directory has none.
@@ -269,10 +289,12 @@ impl Registry {
         let fresh: Vec<PluginEntry> = plan
             .iter()
             .enumerate()
-            .filter(|(_, (s, _))| s.enabled && !old.entries.iter().any(|e| e.name == s.name))
-            .map(|(order, (s, file))| {
+            .filter(|(_, (_, s, _))| s.enabled && !old.entries.iter().any(|e| e.name == s.name))
+            .map(|(order, (priority, s, file))| {
                 let limits = s.limits.apply(defaults);
-                PluginEntry::blank(s, file.clone(), order, limits, Status::Loading)
+                let mut entry = PluginEntry::blank(s, file.clone(), order, limits, Status::Loading);
+                entry.priority = *priority;
+                entry
             })
             .collect();
         if !fresh.is_empty() {
@@ -284,12 +306,13 @@ impl Registry {
                 chain: old.chain.clone(),
             }));
         }
-        for (order, (settings, file)) in plan.into_iter().enumerate() {
+        for (order, (priority, settings, file)) in plan.into_iter().enumerate() {
             let prev = old.entries.iter().find(|e| e.name == settings.name);
             let forced = force == Some(settings.name.as_str());
-            let entry = self
+            let mut entry = self
                 .reconcile_one(prev, settings, file, order, defaults, forced)
                 .await;
+            entry.priority = priority;
             if let Some(old_plugin) = prev.and_then(|p| p.plugin.as_ref())
                 && !entry
                     .plugin
@@ -318,9 +341,11 @@ impl Registry {
                 .filter_map(|e| {
                     let plugin = e.plugin.clone()?;
                     Some(Link {
-                        hooks: plugin.hooks(),
+                        hooks: Stage::mask(e.settings.stages.as_deref(), plugin.hooks()),
                         plugin,
                         policy: e.policy,
+                        priority: e.priority,
+                        parallel: e.settings.parallel,
                     })
                 })
                 .collect(),

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::admin::{AdminError, PluginPatch};
+use crate::config::Stage;
 use crate::error::GatewayError;
 use crate::registry::PluginEntry;
 
@@ -60,6 +61,11 @@ fn describe(e: &PluginEntry) -> Value {
         "compiles": e.compiles,
         "busy_instances": plugin.map(|p| p.busy_instances()),
         "policy": e.policy,
+        "priority": e.priority,
+        "parallel": e.settings.parallel,
+        "stages": e.settings.stages.clone().unwrap_or_else(|| {
+            vec![Stage::PreRequest, Stage::PostRequest, Stage::Error]
+        }),
         "required": e.settings.required,
         "grants": e.settings.grants,
         "limits": {

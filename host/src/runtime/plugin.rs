@@ -174,6 +174,9 @@ impl LoadedPlugin {
                 return Ok(instance);
             }
         }
+        // Creating an instance awaits; if this future is dropped before it ends, the busy
+        // count taken above is given back all the same.
+        let mut busy = BusyGuard(Some(self));
         let started = Instant::now();
         let created = PluginInstance::instantiate(
             &self.runtime,
@@ -188,7 +191,6 @@ impl LoadedPlugin {
             Err(failure) => {
                 self.stats.record(started.elapsed(), 0, Some(failure.kind));
                 self.note_outcome(Hook::Init, true);
-                self.release();
                 return Err(failure);
             }
         };
@@ -201,7 +203,8 @@ impl LoadedPlugin {
         );
         if result.is_err() {
             self.note_outcome(Hook::Init, true);
-            self.release();
+        } else {
+            busy.0 = None;
         }
         result.map(|()| instance)
     }
@@ -427,6 +430,17 @@ impl LoadedPlugin {
     }
 }
 
+/// Gives back a checkout's busy count when dropped, unless defused (its `Option` emptied).
+struct BusyGuard<'a>(Option<&'a LoadedPlugin>);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(plugin) = self.0.take() {
+            plugin.release();
+        }
+    }
+}
+
 /// One live instance of a plugin, checked out for one request at a time.
 pub struct PluginInstance {
     store: Store<HostState>,
@@ -524,7 +538,11 @@ impl PluginInstance {
     ) -> Result<T, HookFailure> {
         let started = Instant::now();
         prepare(&mut self.store, self.limits, ctx.cloned());
+        // Poisoned while the call runs: if its future is dropped half-way (the client went
+        // away), the instance is in an unknown state and must never be reused.
+        self.poisoned = true;
         let result = f(&self.bindings, &mut self.store).await;
+        self.poisoned = false;
         self.last_elapsed = started.elapsed();
         self.last_fuel = self
             .limits

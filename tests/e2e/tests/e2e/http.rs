@@ -53,9 +53,9 @@ async fn malformed_requests_get_precise_errors() {
             "`temperature` must be a number",
         ),
         (
-            r#"{"model": "mock/echo", "messages": [{"role": "user"}], "stream": true}"#,
+            r#"{"model": "mock/echo", "messages": [{"role": "user"}], "stream": "yes"}"#,
             400,
-            "stream",
+            "`stream` must be a boolean",
         ),
         (
             r#"{"model": "nope/echo", "messages": [{"role": "user"}]}"#,

@@ -1,9 +1,12 @@
-//! The plugin pipeline with Bifrost's semantics: transport interceptors, pre-hooks in order,
-//! the provider (unless short-circuited), post-hooks in exact reverse order, and fallbacks.
+//! The plugin pipeline with Bifrost's semantics and the priority/parallel chain: transport
+//! interceptors, pre-hooks in order, the provider (unless short-circuited), post-hooks in exact
+//! reverse order, fallbacks, and the error stage.
 //!
 //! Rules (each has an end-to-end test):
 //! 1. Transport interceptors run first, in plugin order; one may answer the client directly.
-//! 2. Pre-hooks run in order; post-hooks run in exact reverse order.
+//! 2. Plugin order is by priority (lower first, ties by name). Pre-hooks run in that order;
+//!    post-hooks run in exact reverse order. Consecutive `parallel` plugins of one priority run
+//!    their pre-hooks concurrently on the same input (see [`parallel`]).
 //! 3. Every plugin whose pre-hook ran gets its post-hook, and no other. A plugin without a
 //!    pre-hook counts as having passed the request on; one skipped by `fail-open` did not run.
 //! 4. `respond` skips the provider; the post-hooks of the plugins that ran see the response.
@@ -15,22 +18,29 @@
 //! 8. A hook failure (guest `err`, trap, exceeded limit) is handled by the plugin's policy:
 //!    `fail-closed` fails the request with a 500 naming the plugin and the cause (no fallbacks),
 //!    `fail-open` skips the hook and goes on.
+//! 9. A request that ends in an error goes through every plugin's `on-error`, in reverse order
+//!    (the error stage), before the error leaves the gateway.
+//! 10. A streamed request's chunks go through the stream-chunk hooks in post-hook order; the
+//!     post-hooks see the assembled response at the end (see [`streaming`]).
+//! 11. Stages limit which of a plugin's hooks are called at all (the chain's links carry the
+//!     hooks already filtered).
+
+mod parallel;
+mod streaming;
 
 use std::sync::Arc;
-
-use tokio::sync::mpsc;
 
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::config::FailurePolicy;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::hooks::{
-    ChunkOutcome, Headers, Hook, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome,
+    Headers, Hook, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome,
 };
 use crate::providers::Providers;
 use crate::registry::{Chain, Link, Registry};
 use crate::runtime::{FailureKind, HookFailure, PluginInstance};
-use crate::stream::{Assembler, ChatStream, StreamChunk};
+use crate::stream::{ChatStream, StreamChunk};
 
 /// How a request (plain or streamed) got past the pre-hooks and the provider.
 #[derive(Debug)]
@@ -105,8 +115,10 @@ impl Session {
         &self.ctx
     }
 
-    /// Checks out (once per request) the instance of link `i`, runs `call` on it, and puts it
-    /// back unless the call broke it. A quarantined plugin is refused before anything runs.
+    /// Checks out (once per request) the instance of link `i` and runs `call` on it. The
+    /// instance stays in the session's slot during the call, so a request dropped half-way
+    /// (client gone) still returns it, poisoned, to its pool; one a call broke is returned at
+    /// once. A quarantined plugin is refused before anything runs.
     async fn with_instance<T>(
         &mut self,
         i: usize,
@@ -117,23 +129,71 @@ impl Session {
             &Arc<RequestContext>,
         ) -> Result<T, HookFailure>,
     ) -> Result<T, HookFailure> {
-        let link = &self.chain.links[i];
-        link.plugin.admit(hook)?;
-        let mut instance = match self.slots[i].take() {
-            Some(instance) => instance,
-            None => link.plugin.checkout().await?,
+        if let Err(failure) = self.ensure_instance(i, hook).await {
+            self.failed[i] = true;
+            return Err(failure);
+        }
+        let Session {
+            chain,
+            ctx,
+            slots,
+            failed,
+        } = self;
+        let link = &chain.links[i];
+        let Some(instance) = slots[i].as_mut() else {
+            return Err(HookFailure {
+                plugin: link.plugin.name().to_string(),
+                hook,
+                kind: FailureKind::Instantiate,
+                detail: "internal error: no instance after checkout".into(),
+            });
         };
-        let result = call(link, &mut instance, &self.ctx).await;
+        let result = call(link, instance, ctx).await;
         if result.is_err() {
+            failed[i] = true;
+        }
+        if instance.is_poisoned()
+            && let Some(broken) = slots[i].take()
+        {
+            // Never reused: the pool drops it and frees its slot.
+            link.plugin.checkin(broken);
+        }
+        result
+    }
+
+    /// Makes sure link `i` has an instance for this request, unless the plugin is quarantined.
+    async fn ensure_instance(&mut self, i: usize, hook: Hook) -> Result<(), HookFailure> {
+        let plugin = &self.chain.links[i].plugin;
+        plugin.admit(hook)?;
+        if self.slots[i].is_none() {
+            self.slots[i] = Some(plugin.checkout().await?);
+        }
+        Ok(())
+    }
+
+    /// Moves link `i`'s instance out of the session (for a call on another task); give it back
+    /// with [`Session::put_instance`].
+    async fn take_instance(&mut self, i: usize, hook: Hook) -> Result<PluginInstance, HookFailure> {
+        self.ensure_instance(i, hook).await?;
+        self.slots[i].take().ok_or_else(|| HookFailure {
+            plugin: self.chain.links[i].plugin.name().to_string(),
+            hook,
+            kind: FailureKind::Instantiate,
+            detail: "internal error: no instance after checkout".into(),
+        })
+    }
+
+    /// Puts link `i`'s instance back after a call (`failed`: the call failed), or returns it to
+    /// its pool if the call broke it.
+    fn put_instance(&mut self, i: usize, instance: PluginInstance, failed: bool) {
+        if failed {
             self.failed[i] = true;
         }
         if instance.is_poisoned() {
-            // Never reused: the pool drops it and frees its slot.
-            link.plugin.checkin(instance);
+            self.chain.links[i].plugin.checkin(instance);
         } else {
             self.slots[i] = Some(instance);
         }
-        result
     }
 }
 
@@ -344,6 +404,8 @@ impl Pipeline {
                 );
             }
             session.ctx.set_gateway("attempt", attempt.to_string());
+            session.ctx.unset_gateway("short_circuit");
+            session.ctx.unset_gateway("target");
             let started = self.attempt(session, attempt_req, stream).await;
             match started {
                 Err(err) if err.fallbacks_allowed() && attempt + 1 < targets.len() => {
@@ -385,52 +447,68 @@ impl Pipeline {
             .map(Started::Complete)
     }
 
-    /// The pre-hooks in chain order: the links whose pre-hook ran (their post-hooks run later,
-    /// in reverse), and the request to send or the outcome a plugin short-circuited with.
+    /// The pre-hooks in chain order, parallel groups concurrently: the links whose pre-hook ran
+    /// (their post-hooks run later, in reverse), and the request to send or the outcome a
+    /// plugin short-circuited with. In a group, every member runs; the first in chain order
+    /// that answered, failed or failed closed decides.
     async fn pre_stage(
         &self,
         session: &mut Session,
         mut req: ChatRequest,
     ) -> (Vec<usize>, Result<ChatRequest, Outcome>) {
         let mut ran = Vec::with_capacity(session.chain.links.len());
-        for i in 0..session.chain.links.len() {
-            if !session.chain.links[i].hooks.pre_hook {
-                ran.push(i);
-                continue;
-            }
-            let result = session
-                .with_instance(i, Hook::PreHook, async |link, instance, ctx| {
-                    link.plugin.pre_hook(instance, ctx, &req).await
-                })
-                .await;
-            let short_circuit = match result {
-                Ok(PreOutcome::Continue(next)) => {
-                    ran.push(i);
-                    req = next;
-                    continue;
-                }
-                Ok(PreOutcome::Respond(response)) => {
-                    ran.push(i);
-                    Ok(response)
-                }
-                Ok(PreOutcome::Fail(err)) => {
-                    ran.push(i);
-                    Err(err)
-                }
-                Err(failure) => {
-                    match apply_policy(&session.chain.links[i], &session.ctx, &failure) {
-                        Ok(()) => continue,
-                        Err(err) => Err(err),
-                    }
-                }
-            };
-            if session.failed[i] {
-                // The plugin itself failed (fail-closed): no short-circuit by a plugin.
+        let mut start = 0;
+        while start < session.chain.links.len() {
+            let end = parallel::group_end(&session.chain, start);
+            let results = if end - start > 1 {
+                parallel::pre_hooks(session, &req, start..end).await
+            } else if session.chain.links[start].hooks.pre_hook {
+                let result = session
+                    .with_instance(start, Hook::PreHook, async |link, instance, ctx| {
+                        link.plugin.pre_hook(instance, ctx, &req).await
+                    })
+                    .await;
+                vec![(start, Some(result))]
             } else {
-                let name = session.chain.links[i].plugin.name();
-                session.ctx.set_gateway("short_circuit", name);
+                vec![(start, None)]
+            };
+            start = end;
+            let mut decided: Option<(usize, Outcome)> = None;
+            for (i, result) in results {
+                let short_circuit = match result {
+                    None => {
+                        ran.push(i);
+                        continue;
+                    }
+                    Some(Ok(PreOutcome::Continue(next))) => {
+                        ran.push(i);
+                        req = next;
+                        continue;
+                    }
+                    Some(Ok(PreOutcome::Respond(response))) => {
+                        ran.push(i);
+                        Ok(response)
+                    }
+                    Some(Ok(PreOutcome::Fail(err))) => {
+                        ran.push(i);
+                        Err(err)
+                    }
+                    Some(Err(failure)) => {
+                        match apply_policy(&session.chain.links[i], &session.ctx, &failure) {
+                            Ok(()) => continue,
+                            Err(err) => Err(err),
+                        }
+                    }
+                };
+                decided.get_or_insert((i, short_circuit));
             }
-            return (ran, Err(short_circuit));
+            if let Some((i, short_circuit)) = decided {
+                if !session.failed[i] {
+                    let name = session.chain.links[i].plugin.name();
+                    session.ctx.set_gateway("short_circuit", name);
+                }
+                return (ran, Err(short_circuit));
+            }
         }
         (ran, Ok(req))
     }
@@ -462,81 +540,5 @@ impl Pipeline {
             }
         }
         outcome
-    }
-
-    /// Carries a started stream to its end: every chunk goes through the stream-chunk hooks of
-    /// the links whose pre-hook ran (post-hook order), which may edit it, drop it or end the
-    /// stream with an error; what survives is sent to `out` and assembled. When the stream ends
-    /// (or the client goes away: `out` closed), the post-hooks see the assembled response, or
-    /// the error; a final error goes through the error stage and is sent as the last event.
-    /// `out` is bounded, so a slow client slows the provider instead of filling memory.
-    pub async fn drive_stream(
-        &self,
-        session: &mut Session,
-        ran: &[usize],
-        mut stream: ChatStream,
-        out: &mpsc::Sender<StreamEvent>,
-    ) {
-        let mut assembler = Assembler::new(stream.head());
-        let mut ended = None;
-        'chunks: while let Some(item) = stream.chunks.recv().await {
-            let mut chunk = match item {
-                Ok(chunk) => chunk,
-                Err(err) => {
-                    ended = Some(err);
-                    break;
-                }
-            };
-            for &i in ran.iter().rev() {
-                if !session.chain.links[i].hooks.stream_chunk {
-                    continue;
-                }
-                let result = session
-                    .with_instance(i, Hook::StreamChunk, async |link, instance, ctx| {
-                        link.plugin.stream_chunk(instance, ctx, &chunk).await
-                    })
-                    .await;
-                match result {
-                    Ok(ChunkOutcome::Emit(next)) => chunk = next,
-                    Ok(ChunkOutcome::Drop) => continue 'chunks,
-                    Ok(ChunkOutcome::Fail(err)) => {
-                        ended = Some(err);
-                        break 'chunks;
-                    }
-                    Err(failure) => {
-                        if let Err(err) =
-                            apply_policy(&session.chain.links[i], &session.ctx, &failure)
-                        {
-                            ended = Some(err);
-                            break 'chunks;
-                        }
-                    }
-                }
-            }
-            assembler.push(&chunk);
-            if out.send(StreamEvent::Chunk(chunk)).await.is_err() {
-                ended = Some(
-                    GatewayError::new(499, "the client closed the connection during the stream")
-                        .with_code("client_closed")
-                        .no_fallbacks(),
-                );
-                break;
-            }
-        }
-        // Dropping the stream stops the provider's producer.
-        drop(stream);
-        let outcome = match ended {
-            Some(err) => Err(err),
-            None => Ok(assembler.finish()),
-        };
-        match self.post_stage(session, ran, outcome).await {
-            Ok(_) => {
-                let _ = out.send(StreamEvent::Done).await;
-            }
-            Err(err) => {
-                let err = self.finish_error(session, err).await;
-                let _ = out.send(StreamEvent::Error(err)).await;
-            }
-        }
     }
 }
