@@ -10,6 +10,7 @@ mod hostile;
 mod http;
 mod limits;
 mod loading;
+mod ordering;
 mod pipeline;
 mod reload;
 mod streaming;
