@@ -59,6 +59,64 @@ pub struct Config {
     /// after these, in name order, with default settings.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// Named pipelines besides the default one, by name: each an ordered list of plugins with
+    /// per-pipeline overrides, with instances of its own. A request chooses one by route
+    /// (`/pipelines/<name>/v1/chat/completions`), by the `x-wasmgate-pipeline` header, or by
+    /// its virtual key (`x-wasmgate-vk`); otherwise it runs the default pipeline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// A named pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Its plugins, in order (priorities apply as in the default pipeline).
+    pub plugins: Vec<PipelinePlugin>,
+    /// Virtual keys (values of the `x-wasmgate-vk` header) whose requests run this pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_keys: Vec<String>,
+}
+
+/// A plugin of a named pipeline: a plugin of the `plugins` list (or of the plugins directory)
+/// by name, with overrides of its settings for this pipeline only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinePlugin {
+    /// The plugin's name in `plugins` or the plugins directory.
+    pub name: String,
+    /// The JSON handed to `init` in this pipeline (replaces the plugin's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    /// Failure policy in this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<FailurePolicy>,
+    /// Priority in this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Whether it runs in a parallel group in this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<bool>,
+    /// Its stages in this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<Stage>>,
+    /// Limit overrides in this pipeline (replacing the plugin's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsConfig>,
+    /// Whether this pipeline refuses requests while the plugin is not active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+}
+
+/// The header that names the pipeline a request runs.
+pub const PIPELINE_HEADER: &str = "x-wasmgate-pipeline";
+/// The header carrying a request's virtual key.
+pub const VIRTUAL_KEY_HEADER: &str = "x-wasmgate-vk";
+
+/// Joins a plugin's name and a named pipeline's into the name of the pipeline's own copy of
+/// the plugin: `auth@strict`.
+pub fn pipeline_plugin_name(plugin: &str, pipeline: &str) -> String {
+    format!("{plugin}@{pipeline}")
 }
 
 /// Optional limit overrides; unset fields take the defaults.
@@ -187,6 +245,9 @@ pub struct PluginConfig {
     /// Whether the plugin is loaded.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Whether it is part of the default pipeline (named pipelines may use it either way).
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub default_pipeline: bool,
     /// Config version; raising it forces a reload (as in Bifrost).
     #[serde(default = "one")]
     pub version: u32,
@@ -233,6 +294,7 @@ impl PluginConfig {
             name: name.to_string(),
             path: None,
             enabled: true,
+            default_pipeline: true,
             version: 1,
             config: empty_object(),
             policy: FailurePolicy::default(),
@@ -303,6 +365,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             providers: default_providers(),
             plugins: Vec::new(),
+            pipelines: BTreeMap::new(),
         }
     }
 }
@@ -433,7 +496,90 @@ impl Config {
                 );
             }
         }
+        self.validate_pipelines()
+    }
+
+    /// Pipeline names, plugin references, overrides and virtual keys.
+    fn validate_pipelines(&self) -> anyhow::Result<()> {
+        let mut keys = BTreeMap::new();
+        for (name, pipeline) in &self.pipelines {
+            let at = format!("pipelines.{name}");
+            if !valid_plugin_name(name) || name == "default" {
+                bail!(
+                    "{at}: a pipeline name must be 1-64 letters, digits, '-', '_' or '.', and not \
+                     \"default\" (the pipeline of `plugins`)"
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for (i, plugin) in pipeline.plugins.iter().enumerate() {
+                let at = format!("{at}.plugins[{i}]");
+                if !valid_plugin_name(&plugin.name) {
+                    bail!("{at}.name {:?} is not a plugin name", plugin.name);
+                }
+                if !seen.insert(&plugin.name) {
+                    bail!(
+                        "{at}.name {:?} is listed twice in this pipeline",
+                        plugin.name
+                    );
+                }
+                if plugin.config.as_ref().is_some_and(|c| !c.is_object()) {
+                    bail!("{at}.config must be a JSON object");
+                }
+                if let Some(limits) = &plugin.limits {
+                    limits.validate(&format!("{at}.limits"))?;
+                }
+            }
+            for (i, key) in pipeline.virtual_keys.iter().enumerate() {
+                if key.is_empty() {
+                    bail!("{at}.virtual_keys[{i}] is empty");
+                }
+                if let Some(other) = keys.insert(key.as_str(), name.as_str()) {
+                    bail!(
+                        "{at}.virtual_keys[{i}]: the key is already routed to pipeline `{other}`"
+                    );
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The settings of a named pipeline's own copy of a plugin: the plugin's entry in
+    /// `plugins` (or the defaults of a plugin found in the directory), with the pipeline's
+    /// overrides, named `<plugin>@<pipeline>`, at the plugin's file.
+    pub fn pipeline_plugin(&self, pipeline: &str, item: &PipelinePlugin) -> PluginConfig {
+        let mut settings = self
+            .plugins
+            .iter()
+            .find(|p| p.name == item.name)
+            .cloned()
+            .unwrap_or_else(|| PluginConfig::named(&item.name));
+        if settings.path.is_none() {
+            settings.path = Some(self.plugins_dir.join(format!("{}.wasm", item.name)));
+        }
+        settings.name = pipeline_plugin_name(&item.name, pipeline);
+        settings.default_pipeline = false;
+        if let Some(config) = &item.config {
+            settings.config = config.clone();
+        }
+        if let Some(policy) = item.policy {
+            settings.policy = policy;
+        }
+        if item.priority.is_some() {
+            settings.priority = item.priority;
+        }
+        if let Some(parallel) = item.parallel {
+            settings.parallel = parallel;
+        }
+        if item.stages.is_some() {
+            settings.stages.clone_from(&item.stages);
+        }
+        if let Some(limits) = item.limits {
+            settings.limits = limits;
+        }
+        if let Some(required) = item.required {
+            settings.required = required;
+        }
+        settings
     }
 
     /// The limits a plugin without overrides runs under.

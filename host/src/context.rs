@@ -84,8 +84,8 @@ impl RequestContext {
     }
 
     /// Sets one of the gateway's own values (`gateway.*`), which plugins can read but not
-    /// write: `gateway.chain`, `gateway.started_ms`, `gateway.target`, `gateway.attempt`,
-    /// `gateway.short_circuit`, `gateway.stream`.
+    /// write: `gateway.pipeline`, `gateway.chain`, `gateway.started_ms`, `gateway.target`,
+    /// `gateway.attempt`, `gateway.short_circuit`, `gateway.stream`.
     pub fn set_gateway(&self, name: &str, value: impl Into<String>) {
         // Fixed small keys; the value caps still apply.
         let _ = self.insert(format!("{GATEWAY_PREFIX}{name}"), value.into());

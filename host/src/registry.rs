@@ -11,6 +11,7 @@
 //! raised `version`) re-initialises the already compiled component; new bytes are compiled. When
 //! a new version fails to load, the last good version keeps serving and the error is recorded.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -60,6 +61,8 @@ pub struct PluginEntry {
     pub order: usize,
     /// Effective priority (lower runs first; its own, or its position in the config).
     pub priority: i64,
+    /// The named pipeline this copy of a plugin belongs to; none for the default pipeline.
+    pub pipeline: Option<String>,
     /// Limits its calls run under.
     pub limits: Limits,
     /// Failure policy.
@@ -93,6 +96,7 @@ impl PluginEntry {
             error: None,
             order,
             priority: 0,
+            pipeline: None,
             limits,
             policy: settings.policy,
             version: settings.version,
@@ -124,6 +128,8 @@ pub struct Link {
 /// The active plugins in pipeline order. Immutable: a reload builds a new one.
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
+    /// The named pipeline this is; none for the default pipeline.
+    pub pipeline: Option<String>,
     /// The links, in pre-hook order.
     pub links: Vec<Link>,
     /// Plugins marked `required` that are not active (they failed to load, or are still
@@ -143,7 +149,47 @@ pub struct MissingPlugin {
 #[derive(Debug, Default)]
 struct Snapshot {
     entries: Vec<PluginEntry>,
+    /// The default pipeline.
     chain: Arc<Chain>,
+    /// Named pipelines.
+    named: BTreeMap<String, Arc<Chain>>,
+    /// Virtual key -> named pipeline.
+    virtual_keys: HashMap<String, String>,
+}
+
+/// The chain of one pipeline (none: the default one) from the entries.
+fn build_chain(entries: &[PluginEntry], pipeline: Option<&str>) -> Arc<Chain> {
+    let members = || {
+        entries
+            .iter()
+            .filter(move |e| e.pipeline.as_deref() == pipeline)
+    };
+    Arc::new(Chain {
+        pipeline: pipeline.map(str::to_string),
+        links: members()
+            .filter_map(|e| {
+                let plugin = e.plugin.clone()?;
+                Some(Link {
+                    hooks: Stage::mask(e.settings.stages.as_deref(), plugin.hooks()),
+                    plugin,
+                    policy: e.policy,
+                    priority: e.priority,
+                    parallel: e.settings.parallel,
+                })
+            })
+            .collect(),
+        missing: members()
+            .filter(|e| e.settings.required && e.plugin.is_none())
+            .filter(|e| !matches!(e.status, Status::Disabled))
+            .map(|e| MissingPlugin {
+                name: e.name.clone(),
+                reason: e
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "it is still loading".to_string()),
+            })
+            .collect(),
+    })
 }
 
 /// The set of plugins and the chain built from them.
@@ -166,13 +212,25 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The plugins to load, as (effective priority, settings, file), in pipeline order: config
-/// entries and then unlisted `*.wasm` files of the plugins directory (in name order) each get
-/// their position as priority unless they set one; lower runs first, ties by name.
-fn plan(config: &Config) -> Vec<(i64, PluginConfig, PathBuf)> {
-    let mut plan: Vec<(PluginConfig, PathBuf)> = config
+/// One plugin the registry is to load.
+struct Planned {
+    /// The named pipeline it belongs to; none for the default pipeline.
+    pipeline: Option<String>,
+    /// Effective priority: its own, or its position in its pipeline's list.
+    priority: i64,
+    settings: PluginConfig,
+    file: PathBuf,
+}
+
+/// The plugins to load, in order: the default pipeline (config entries, then unlisted `*.wasm`
+/// files of the plugins directory in name order), then every named pipeline's own copies, by
+/// pipeline name. Within a pipeline, lower priority runs first, ties by name; a plugin without
+/// a priority has its position in the list.
+fn plan(config: &Config) -> Vec<Planned> {
+    let mut default: Vec<(PluginConfig, PathBuf)> = config
         .plugins
         .iter()
+        .filter(|p| p.default_pipeline)
         .map(|p| {
             let file = p
                 .path
@@ -183,24 +241,43 @@ fn plan(config: &Config) -> Vec<(i64, PluginConfig, PathBuf)> {
         .collect();
     let mut found = discover(&config.plugins_dir);
     found.retain(|(name, _)| !config.plugins.iter().any(|p| &p.name == name));
-    plan.extend(
+    default.extend(
         found
             .into_iter()
             .map(|(name, file)| (PluginConfig::named(&name), file)),
     );
-    // Lower priority first, ties by name; a plugin without a priority has its position.
-    let mut keyed: Vec<_> = plan
+    let mut planned = ordered(None, default);
+    for (name, pipeline) in &config.pipelines {
+        let items = pipeline
+            .plugins
+            .iter()
+            .map(|item| {
+                let settings = config.pipeline_plugin(name, item);
+                let file = settings.path.clone().unwrap_or_default();
+                (settings, file)
+            })
+            .collect();
+        planned.extend(ordered(Some(name), items));
+    }
+    planned
+}
+
+/// One pipeline's plugins sorted by (priority, name).
+fn ordered(pipeline: Option<&str>, items: Vec<(PluginConfig, PathBuf)>) -> Vec<Planned> {
+    let mut planned: Vec<Planned> = items
         .into_iter()
         .enumerate()
-        .map(|(position, (settings, file))| {
-            let priority = settings
+        .map(|(position, (settings, file))| Planned {
+            pipeline: pipeline.map(str::to_string),
+            priority: settings
                 .priority
-                .unwrap_or(i64::try_from(position).unwrap_or(i64::MAX));
-            (priority, settings, file)
+                .unwrap_or(i64::try_from(position).unwrap_or(i64::MAX)),
+            settings,
+            file,
         })
         .collect();
-    keyed.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
-    keyed
+    planned.sort_by(|a, b| (a.priority, &a.settings.name).cmp(&(b.priority, &b.settings.name)));
+    planned
 }
 
 /// `*.wasm` files of a directory as (stem, path), sorted; a missing directory has none.
@@ -249,6 +326,16 @@ impl Registry {
         self.current.load().chain.clone()
     }
 
+    /// The chain of the named pipeline `name`, if there is one.
+    pub fn named_chain(&self, name: &str) -> Option<Arc<Chain>> {
+        self.current.load().named.get(name).cloned()
+    }
+
+    /// The named pipeline a virtual key is routed to, if any.
+    pub fn pipeline_of_key(&self, key: &str) -> Option<String> {
+        self.current.load().virtual_keys.get(key).cloned()
+    }
+
     /// Every known plugin with its status, in order.
     pub fn entries(&self) -> Vec<PluginEntry> {
         self.current.load().entries.clone()
@@ -289,11 +376,15 @@ impl Registry {
         let fresh: Vec<PluginEntry> = plan
             .iter()
             .enumerate()
-            .filter(|(_, (_, s, _))| s.enabled && !old.entries.iter().any(|e| e.name == s.name))
-            .map(|(order, (priority, s, file))| {
-                let limits = s.limits.apply(defaults);
-                let mut entry = PluginEntry::blank(s, file.clone(), order, limits, Status::Loading);
-                entry.priority = *priority;
+            .filter(|(_, p)| {
+                p.settings.enabled && !old.entries.iter().any(|e| e.name == p.settings.name)
+            })
+            .map(|(order, p)| {
+                let limits = p.settings.limits.apply(defaults);
+                let mut entry =
+                    PluginEntry::blank(&p.settings, p.file.clone(), order, limits, Status::Loading);
+                entry.priority = p.priority;
+                entry.pipeline.clone_from(&p.pipeline);
                 entry
             })
             .collect();
@@ -304,15 +395,24 @@ impl Registry {
             self.current.store(Arc::new(Snapshot {
                 entries,
                 chain: old.chain.clone(),
+                named: old.named.clone(),
+                virtual_keys: old.virtual_keys.clone(),
             }));
         }
-        for (order, (priority, settings, file)) in plan.into_iter().enumerate() {
+        for (order, planned) in plan.into_iter().enumerate() {
+            let Planned {
+                pipeline,
+                priority,
+                settings,
+                file,
+            } = planned;
             let prev = old.entries.iter().find(|e| e.name == settings.name);
             let forced = force == Some(settings.name.as_str());
             let mut entry = self
                 .reconcile_one(prev, settings, file, order, defaults, forced)
                 .await;
             entry.priority = priority;
+            entry.pipeline = pipeline;
             if let Some(old_plugin) = prev.and_then(|p| p.plugin.as_ref())
                 && !entry
                     .plugin
@@ -335,34 +435,27 @@ impl Registry {
             );
             retired.extend(gone.plugin.clone());
         }
-        let chain = Arc::new(Chain {
-            links: entries
-                .iter()
-                .filter_map(|e| {
-                    let plugin = e.plugin.clone()?;
-                    Some(Link {
-                        hooks: Stage::mask(e.settings.stages.as_deref(), plugin.hooks()),
-                        plugin,
-                        policy: e.policy,
-                        priority: e.priority,
-                        parallel: e.settings.parallel,
-                    })
-                })
-                .collect(),
-            missing: entries
-                .iter()
-                .filter(|e| e.settings.required && e.plugin.is_none())
-                .filter(|e| !matches!(e.status, Status::Disabled))
-                .map(|e| MissingPlugin {
-                    name: e.name.clone(),
-                    reason: e
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "it is still loading".to_string()),
-                })
-                .collect(),
-        });
-        self.current.store(Arc::new(Snapshot { entries, chain }));
+        let chain = build_chain(&entries, None);
+        let named = config
+            .pipelines
+            .keys()
+            .map(|name| (name.clone(), build_chain(&entries, Some(name))))
+            .collect();
+        let virtual_keys = config
+            .pipelines
+            .iter()
+            .flat_map(|(name, p)| {
+                p.virtual_keys
+                    .iter()
+                    .map(move |k| (k.clone(), name.clone()))
+            })
+            .collect();
+        self.current.store(Arc::new(Snapshot {
+            entries,
+            chain,
+            named,
+            virtual_keys,
+        }));
         for plugin in &retired {
             plugin.retire().await;
         }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::body::{Body, to_bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
@@ -37,9 +37,35 @@ fn raw_response(r: HttpResponse) -> Response {
     response
 }
 
-/// The chat completions endpoint.
+/// `POST /v1/chat/completions`: the pipeline is chosen by header or virtual key, else the
+/// default one.
 pub(super) async fn completions(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    handle(state, None, method, uri, headers, body).await
+}
+
+/// `POST /pipelines/{pipeline}/v1/chat/completions`: the named pipeline of the route (an
+/// OpenAI SDK pointed at `/pipelines/<name>/v1` uses it for every call).
+pub(super) async fn completions_in(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    handle(state, Some(pipeline), method, uri, headers, body).await
+}
+
+/// Reads the body, picks the pipeline, serves the request and renders the answer.
+async fn handle(
+    state: AppState,
+    route: Option<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -58,7 +84,8 @@ pub(super) async fn completions(
     })?;
     let pipeline = &state.pipeline;
     let headers = headers_of(&headers);
-    let mut session = pipeline.session(headers.clone());
+    let chain = pipeline.select(route.as_deref(), &headers)?;
+    let mut session = pipeline.session(chain, headers.clone());
     let request_id = session.context().id().to_string();
     let result = serve(&state, &mut session, method, uri, headers, body.to_vec()).await;
     let mut response = match result {

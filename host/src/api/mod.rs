@@ -41,6 +41,10 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
+        .route(
+            "/pipelines/{pipeline}/v1/chat/completions",
+            post(chat::completions_in),
+        )
         .route("/v1/models", get(models::list))
         .route("/api/plugins", get(plugins::list).post(plugins::upload))
         .route(
@@ -119,7 +123,7 @@ async fn health(
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError(GatewayError::not_found(
         format!(
-            "no route for {method} {}; the gateway serves POST /v1/chat/completions, GET /v1/models, GET /api/plugins and GET /health",
+            "no route for {method} {}; the gateway serves POST /v1/chat/completions (and /pipelines/<name>/v1/chat/completions), GET /v1/models, GET /api/plugins and GET /health",
             uri.path()
         ),
         "unknown_route",

@@ -61,6 +61,7 @@ fn describe(e: &PluginEntry) -> Value {
         "compiles": e.compiles,
         "busy_instances": plugin.map(|p| p.busy_instances()),
         "policy": e.policy,
+        "pipeline": e.pipeline,
         "priority": e.priority,
         "parallel": e.settings.parallel,
         "stages": e.settings.stages.clone().unwrap_or_else(|| {

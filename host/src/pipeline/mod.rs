@@ -31,7 +31,7 @@ mod streaming;
 use std::sync::Arc;
 
 use crate::chat::{ChatRequest, ChatResponse};
-use crate::config::FailurePolicy;
+use crate::config::{FailurePolicy, PIPELINE_HEADER, VIRTUAL_KEY_HEADER};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::hooks::{
@@ -252,14 +252,56 @@ impl Pipeline {
         &self.providers
     }
 
-    /// Starts a request on the chain active now.
-    pub fn session(&self, headers: Headers) -> Session {
-        let chain = self.registry.chain();
+    /// The chain a request runs: the named pipeline of its route (`route`), else the one its
+    /// `x-wasmgate-pipeline` header names, else the one its virtual key (`x-wasmgate-vk`) is
+    /// routed to, else the default pipeline. Naming a pipeline that does not exist is a 404.
+    pub fn select(
+        &self,
+        route: Option<&str>,
+        headers: &Headers,
+    ) -> Result<Arc<Chain>, GatewayError> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let (named, how) = if let Some(route) = route {
+            (route.to_string(), "in the route")
+        } else if let Some(name) = header(PIPELINE_HEADER) {
+            (name.to_string(), "in the x-wasmgate-pipeline header")
+        } else if let Some(name) =
+            header(VIRTUAL_KEY_HEADER).and_then(|key| self.registry.pipeline_of_key(key))
+        {
+            (name, "for the virtual key")
+        } else {
+            return Ok(self.registry.chain());
+        };
+        if named == "default" {
+            return Ok(self.registry.chain());
+        }
+        self.registry.named_chain(&named).ok_or_else(|| {
+            GatewayError::not_found(
+                format!(
+                    "no pipeline named `{named}` ({how}); configure it under `pipelines`, or \
+                     leave it out to use the default pipeline"
+                ),
+                "pipeline_not_found",
+            )
+        })
+    }
+
+    /// Starts a request on `chain` (see [`Pipeline::select`]).
+    pub fn session(&self, chain: Arc<Chain>, headers: Headers) -> Session {
         let slots = chain.links.iter().map(|_| None).collect();
         let failed = vec![false; chain.links.len()];
         let ctx = Arc::new(RequestContext::new(headers));
         let names: Vec<&str> = chain.links.iter().map(|l| l.plugin.name()).collect();
         ctx.set_gateway("chain", names.join(","));
+        ctx.set_gateway(
+            "pipeline",
+            chain.pipeline.clone().unwrap_or_else(|| "default".into()),
+        );
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());

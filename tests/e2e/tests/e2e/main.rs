@@ -12,5 +12,6 @@ mod limits;
 mod loading;
 mod ordering;
 mod pipeline;
+mod pipelines;
 mod reload;
 mod streaming;
