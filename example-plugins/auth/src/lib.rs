@@ -6,27 +6,43 @@
 //! and no fallbacks. The message says which header is missing or that the key is not accepted; it
 //! never contains the key.
 //!
+//! Keys are kept only as SHA-256 digests, and a presented key is compared with every one of them
+//! in constant time (no early exit, no length leak), so response timing says nothing about how
+//! close a guess was. Keys come from the config (`keys`) and/or from an environment variable of
+//! the gateway (`keys_env`, comma-separated), which the plugin can read only when the gateway
+//! grants it: `"grants": {"env": ["GATEWAY_KEYS"]}`. An accepted request gets the context value
+//! `auth.key` = the key's position in the list (never the key itself), for later plugins.
+//!
 //! Config (unknown fields rejected):
 //!
 //! | field          | type            | default           | meaning                              |
 //! |----------------|-----------------|-------------------|--------------------------------------|
-//! | `keys`         | list of strings | (required)        | accepted keys; non-empty, no `""`    |
+//! | `keys`         | list of strings | `[]`              | accepted keys; no `""`               |
+//! | `keys_env`     | string          | none              | env variable with more keys (`a,b`)  |
 //! | `header`       | string          | `"authorization"` | header holding the key               |
 //! | `strip_bearer` | bool            | `true`            | strip a leading `Bearer ` from it    |
+//!
+//! At least one key must come from `keys` or `keys_env`.
 //!
 //! ```json
 //! { "keys": ["sk-demo"], "header": "authorization", "strip_bearer": true }
 //! ```
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use wasmgate_sdk::{ChatRequest, Ctx, GatewayError, Plugin, PreOutcome, Result, config_error};
 
 /// The plugin's config.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Accepted keys (required, non-empty, no empty key).
+    /// Accepted keys (no empty key; with `keys_env`, at least one in all).
+    #[serde(default)]
     pub keys: Vec<String>,
+    /// An environment variable holding more accepted keys, comma-separated (the plugin must be
+    /// granted it).
+    #[serde(default)]
+    pub keys_env: Option<String>,
     /// Header that holds the key.
     #[serde(default = "default_header")]
     pub header: String,
@@ -47,11 +63,17 @@ impl Config {
     /// Parses and validates the JSON config.
     pub fn parse(config: &str) -> Result<Self> {
         let config: Config = wasmgate_sdk::parse_config(config)?;
-        if config.keys.is_empty() {
-            return Err(config_error("keys", "must list at least one key"));
+        if config.keys.is_empty() && config.keys_env.is_none() {
+            return Err(config_error(
+                "keys",
+                "must list at least one key (or set keys_env)",
+            ));
         }
         if let Some(i) = config.keys.iter().position(|k| k.is_empty()) {
             return Err(config_error(&format!("keys[{i}]"), "must not be empty"));
+        }
+        if config.keys_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(config_error("keys_env", "must not be empty"));
         }
         if config.header.trim().is_empty() {
             return Err(config_error("header", "must not be empty"));
@@ -63,28 +85,57 @@ impl Config {
 /// Checks the API key of every request.
 #[derive(Debug)]
 pub struct Auth {
-    config: Config,
+    header: String,
+    strip_bearer: bool,
+    /// SHA-256 digests of the accepted keys, in list order.
+    digests: Vec<[u8; 32]>,
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Whether two digests are equal, looking at every byte whatever the first difference.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 impl Auth {
-    /// `Ok(())` when `value` (the header's value, if present) carries an accepted key; otherwise
-    /// the message to fail with.
-    pub fn check(&self, value: Option<&str>) -> core::result::Result<(), String> {
-        let header = &self.config.header;
+    /// An authenticator accepting `keys`, reading them as `config` says.
+    pub fn new(config: &Config, keys: &[String]) -> Result<Self> {
+        if keys.is_empty() {
+            return Err(config_error(
+                "keys_env",
+                "the variable holds no key, and `keys` lists none",
+            ));
+        }
+        Ok(Auth {
+            header: config.header.clone(),
+            strip_bearer: config.strip_bearer,
+            digests: keys.iter().map(|k| digest(k)).collect(),
+        })
+    }
+
+    /// The position of the accepted key when `value` (the header's value, if present) carries
+    /// one; otherwise the message to fail with.
+    pub fn check(&self, value: Option<&str>) -> core::result::Result<usize, String> {
+        let header = &self.header;
         let Some(value) = value else {
             return Err(format!("missing API key: send it in the `{header}` header"));
         };
         let mut key = value.trim();
-        if self.config.strip_bearer {
+        if self.strip_bearer {
             key = strip_bearer(key);
         }
-        if self.config.keys.iter().any(|k| k == key) {
-            Ok(())
-        } else {
-            Err(format!(
-                "the API key in the `{header}` header is not accepted"
-            ))
+        let presented = digest(key);
+        // Every digest is compared, so the time taken does not depend on which one matched.
+        let mut found = None;
+        for (i, accepted) in self.digests.iter().enumerate() {
+            if same(&presented, accepted) && found.is_none() {
+                found = Some(i);
+            }
         }
+        found.ok_or_else(|| format!("the API key in the `{header}` header is not accepted"))
     }
 }
 
@@ -96,6 +147,30 @@ fn strip_bearer(value: &str) -> &str {
     }
 }
 
+/// The keys of `config` plus those of its `keys_env` variable.
+fn all_keys(config: &Config) -> Result<Vec<String>> {
+    let mut keys = config.keys.clone();
+    if let Some(var) = &config.keys_env {
+        let value = std::env::var(var).map_err(|_| {
+            config_error(
+                "keys_env",
+                format!(
+                    "the environment variable `{var}` is not visible to this plugin: set it for \
+                     the gateway and grant it with \"grants\": {{\"env\": [\"{var}\"]}}"
+                ),
+            )
+        })?;
+        keys.extend(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string),
+        );
+    }
+    Ok(keys)
+}
+
 #[wasmgate_sdk::plugin]
 impl Plugin for Auth {
     fn name() -> String {
@@ -103,14 +178,16 @@ impl Plugin for Auth {
     }
 
     fn init(config: &str) -> Result<Self> {
-        Ok(Auth {
-            config: Config::parse(config)?,
-        })
+        let config = Config::parse(config)?;
+        Auth::new(&config, &all_keys(&config)?)
     }
 
     fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
-        match self.check(ctx.header(&self.config.header).as_deref()) {
-            Ok(()) => Ok(PreOutcome::Continue(req)),
+        match self.check(ctx.header(&self.header).as_deref()) {
+            Ok(i) => {
+                ctx.set("auth.key", &i.to_string());
+                Ok(PreOutcome::Continue(req))
+            }
             Err(message) => Ok(PreOutcome::Fail(
                 GatewayError::new(401, message)
                     .kind("authentication_error")
@@ -126,9 +203,8 @@ mod tests {
     use super::*;
 
     fn auth(config: &str) -> Auth {
-        Auth {
-            config: Config::parse(config).unwrap(),
-        }
+        let config = Config::parse(config).unwrap();
+        Auth::new(&config, &config.keys).unwrap()
     }
 
     #[test]
@@ -136,15 +212,19 @@ mod tests {
         let c = Config::parse(r#"{"keys": ["k"]}"#).unwrap();
         assert_eq!(c.header, "authorization");
         assert!(c.strip_bearer);
+        assert!(c.keys_env.is_none());
     }
 
     #[test]
     fn config_errors_name_the_field() {
         let err = |c: &str| Config::parse(c).unwrap_err();
-        assert_eq!(err("{}"), "invalid config: missing field `keys`");
+        assert_eq!(
+            err("{}"),
+            "invalid config: keys: must list at least one key (or set keys_env)"
+        );
         assert_eq!(
             err(r#"{"keys": []}"#),
-            "invalid config: keys: must list at least one key"
+            "invalid config: keys: must list at least one key (or set keys_env)"
         );
         assert_eq!(
             err(r#"{"keys": ["a", ""]}"#),
@@ -159,14 +239,21 @@ mod tests {
             err(r#"{"keys": ["a"], "header": " "}"#),
             "invalid config: header: must not be empty"
         );
+        assert_eq!(
+            err(r#"{"keys_env": ""}"#),
+            "invalid config: keys_env: must not be empty"
+        );
+        assert!(Config::parse(r#"{"keys_env": "GATEWAY_KEYS"}"#).is_ok());
     }
 
     #[test]
     fn accepts_configured_keys_with_or_without_bearer() {
         let a = auth(r#"{"keys": ["sk-demo", "sk-other"]}"#);
-        assert_eq!(a.check(Some("Bearer sk-demo")), Ok(()));
-        assert_eq!(a.check(Some("bearer sk-other")), Ok(()));
-        assert_eq!(a.check(Some("sk-demo")), Ok(()));
+        assert_eq!(a.check(Some("Bearer sk-demo")), Ok(0));
+        assert_eq!(a.check(Some("bearer sk-other")), Ok(1));
+        assert_eq!(a.check(Some("sk-demo")), Ok(0));
+        assert!(a.check(Some("sk-dem")).is_err(), "a prefix is not the key");
+        assert!(a.check(Some("sk-demo2")).is_err());
     }
 
     #[test]
@@ -180,6 +267,15 @@ mod tests {
             a.check(Some("Bearer sk-demo")).is_err(),
             "no stripping when disabled"
         );
-        assert_eq!(a.check(Some("sk-demo")), Ok(()));
+        assert_eq!(a.check(Some("sk-demo")), Ok(0));
+    }
+
+    #[test]
+    fn digests_compare_every_byte() {
+        let a = digest("a");
+        let mut b = a;
+        assert!(same(&a, &b));
+        b[31] ^= 1;
+        assert!(!same(&a, &b));
     }
 }

@@ -131,3 +131,34 @@ async fn example_plugins_reject_invalid_configs_and_name_the_field() {
     assert_eq!(status, 200, "{body}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn auth_reads_keys_from_a_granted_environment_variable_only() {
+    // PATH is set in the gateway's (this test's) process; it stands in for a key variable.
+    let path = std::env::var("PATH").expect("PATH is set");
+    let keys_from_env = || plugin("auth", artifacts::AUTH, json!({"keys_env": "PATH"}));
+    let gw = TestGateway::with_plugins(vec![keys_from_env()]).await;
+    let view = gw.plugin_status("auth").await;
+    assert_eq!(view["status"], "failed", "not granted: {view}");
+    let error = view["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("keys_env") && error.contains(r#""grants": {"env": ["PATH"]}"#),
+        "says how to grant it: {error}"
+    );
+    gw.stop().await;
+
+    let mut granted = keys_from_env();
+    granted.grants.env = vec!["PATH".into()];
+    let gw = TestGateway::with_plugins(vec![granted]).await;
+    let req = chat_body("mock/echo", "hi");
+    let bearer = format!("Bearer {path}");
+    let (status, body) = gw
+        .chat_with_headers(&req, &[("authorization", bearer.as_str())])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = gw
+        .chat_with_headers(&req, &[("authorization", "Bearer nope")])
+        .await;
+    assert_eq!(status, 401);
+    gw.stop().await;
+}
