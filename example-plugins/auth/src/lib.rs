@@ -72,7 +72,11 @@ impl Config {
         if let Some(i) = config.keys.iter().position(|k| k.is_empty()) {
             return Err(config_error(&format!("keys[{i}]"), "must not be empty"));
         }
-        if config.keys_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+        if config
+            .keys_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
             return Err(config_error("keys_env", "must not be empty"));
         }
         if config.header.trim().is_empty() {

@@ -1,8 +1,9 @@
 //! `hello-world`: the smallest plugin that takes part in every hook, and logs each call.
 //!
 //! Each hook logs one line at info level with the request id (and, for the pre- and post-hook,
-//! the provider and model), then leaves the request unchanged. Use it to see the hook order of
-//! the pipeline in the gateway's log, or as a template.
+//! the provider and model), then leaves the request unchanged. The stream-chunk hook logs the
+//! first and the last chunk of a stream; the error stage logs the final error's status. Use it
+//! to see the hook order of the pipeline in the gateway's log, or as a template.
 //!
 //! Config (all optional, unknown fields rejected):
 //!
@@ -16,7 +17,8 @@
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    ChatRequest, Ctx, HttpRequest, Plugin, PostOutcome, PreOutcome, Result, TransportOutcome, info,
+    ChatRequest, ChunkOutcome, Ctx, GatewayError, HttpRequest, Plugin, PostOutcome, PreOutcome,
+    Result, StreamChunk, TransportOutcome, info,
 };
 
 /// The plugin's config.
@@ -81,6 +83,34 @@ impl Plugin for HelloWorld {
             }
         }
         Ok(outcome)
+    }
+
+    fn stream_chunk(&mut self, ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
+        // Once per stream, not per chunk: streams can have hundreds.
+        if chunk.index == 0 {
+            let id = ctx.request_id();
+            info!(
+                "{} from stream-chunk: request {id}, first chunk",
+                self.greeting
+            );
+        }
+        if let Some(reason) = &chunk.finish_reason {
+            let id = ctx.request_id();
+            info!(
+                "{} from stream-chunk: request {id}, chunk {} ends the stream ({reason})",
+                self.greeting, chunk.index
+            );
+        }
+        Ok(ChunkOutcome::Emit(chunk))
+    }
+
+    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<GatewayError> {
+        let id = ctx.request_id();
+        info!(
+            "{} from on-error: request {id} ends in error {}",
+            self.greeting, error.status
+        );
+        Ok(error)
     }
 
     fn cleanup(&mut self) -> Result<()> {
