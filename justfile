@@ -37,3 +37,20 @@ ci:
 soak *ARGS:
     cargo build -p wasmgate
     cargo run -p wasmgate --example soak -- {{ARGS}}
+
+# Fuzz the parsers that see untrusted input (cargo-fuzz on nightly), SECONDS per target, e.g.
+# `just fuzz 300 config`. The growing corpus stays in fuzz/target/corpus; a crash is saved in
+# fuzz/artifacts/<target>/: fix it, then copy it to fuzz/regressions/<target>/ (`just test`
+# replays that directory and the seeds in fuzz/corpus on stable).
+fuzz SECONDS="60" *TARGETS="chat_request config plugin_extra":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz
+    for target in {{TARGETS}}; do
+        mkdir -p "target/corpus/$target" "regressions/$target"
+        # No sanitizer: the parsers are safe Rust; the fuzzer hunts panics and broken invariants.
+        cargo +nightly fuzz run --fuzz-dir . --sanitizer none "$target" \
+            "target/corpus/$target" "corpus/$target" "regressions/$target" \
+            -- -max_total_time={{SECONDS}} -dict=json.dict -print_final_stats=1
+    done

@@ -13,6 +13,8 @@ pub mod chat;
 pub mod config;
 pub mod context;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod kv;
 pub mod pipeline;
