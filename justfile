@@ -54,3 +54,11 @@ fuzz SECONDS="60" *TARGETS="chat_request config plugin_extra":
             "target/corpus/$target" "corpus/$target" "regressions/$target" \
             -- -max_total_time={{SECONDS}} -dict=json.dict -print_final_stats=1
     done
+
+# RustSec advisories for every dependency (the workspace and fuzz/), with cargo-audit. It fetches
+# the advisory database from GitHub; offline, point it at a local clone: `just audit --db PATH
+# --no-fetch`.
+audit *ARGS:
+    command -v cargo-audit >/dev/null || cargo install cargo-audit --locked
+    cargo audit {{ARGS}}
+    cargo audit --file fuzz/Cargo.lock {{ARGS}}
