@@ -272,9 +272,21 @@ impl ChatRequest {
         };
         let temperature = opt_f64(&mut obj, "temperature")?;
         let top_p = opt_f64(&mut obj, "top_p")?;
+        // `max_tokens` and its newer name `max_completion_tokens` are one limit: null counts as
+        // absent, and two different values are refused rather than one silently dropped.
+        let completion = opt_u32(obj.get("max_completion_tokens"), "max_completion_tokens")?;
         let max_tokens = match obj.remove("max_tokens") {
-            Some(value) => opt_u32(Some(&value), "max_tokens")?,
-            None => opt_u32(obj.get("max_completion_tokens"), "max_completion_tokens")?,
+            None | Some(Value::Null) => completion,
+            Some(value) => {
+                let n = opt_u32(Some(&value), "max_tokens")?;
+                if completion.is_some() && completion != n {
+                    return Err(GatewayError::invalid_request(
+                        "`max_tokens` and `max_completion_tokens` disagree; send one of them",
+                    )
+                    .with_param("max_tokens"));
+                }
+                n
+            }
         };
         let stream = match obj.remove("stream") {
             None | Some(Value::Null) => false,
@@ -556,6 +568,26 @@ mod tests {
         assert_eq!(req.to_upstream_json()["messages"][0]["content"], parts);
         req.messages[0].content = Some("redacted".into());
         assert_eq!(req.to_upstream_json()["messages"][0]["content"], "redacted");
+    }
+
+    #[test]
+    fn max_tokens_null_or_equal_to_max_completion_tokens_is_one_limit() {
+        let base = json!({"model": "mock/echo", "messages": [{"role": "user", "content": "x"}]});
+        let with = |extra: Value| {
+            let mut v = base.clone();
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            ChatRequest::from_json(v)
+        };
+        let req = with(json!({"max_tokens": null, "max_completion_tokens": 5})).unwrap();
+        assert_eq!(req.max_tokens, Some(5));
+        assert_eq!(req.to_upstream_json()["max_completion_tokens"], 5);
+        let req = with(json!({"max_tokens": 5, "max_completion_tokens": 5})).unwrap();
+        assert_eq!(req.max_tokens, Some(5));
+        let err = with(json!({"max_tokens": 4, "max_completion_tokens": 5})).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.message.contains("disagree"), "{}", err.message);
     }
 
     #[test]
