@@ -355,9 +355,20 @@ impl ChatRequest {
     }
 
     /// The OpenAI body to send upstream: the model without its provider prefix, and without
-    /// the gateway-only `fallbacks` field.
+    /// the gateway-only `fallbacks` field. The typed fields are authoritative: a copy of one in
+    /// `extra` (which a plugin could have put there) is dropped.
     pub fn to_upstream_json(&self) -> Value {
         let mut obj = self.extra.clone();
+        for typed in [
+            "fallbacks",
+            "stream",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "user",
+        ] {
+            obj.remove(typed);
+        }
         obj.insert("model".into(), Value::String(self.model.clone()));
         obj.insert(
             "messages".into(),
@@ -588,6 +599,19 @@ mod tests {
         let err = with(json!({"max_tokens": 4, "max_completion_tokens": 5})).unwrap_err();
         assert_eq!(err.status, 400);
         assert!(err.message.contains("disagree"), "{}", err.message);
+    }
+
+    #[test]
+    fn typed_fields_win_over_copies_in_extra() {
+        let mut req =
+            parse(json!({"model": "mock/echo", "messages": [{"role": "user", "content": "x"}]}))
+                .unwrap();
+        req.extra.insert("stream".into(), json!(true));
+        req.extra.insert("fallbacks".into(), json!(["x/y"]));
+        req.extra.insert("temperature".into(), json!(2));
+        let up = req.to_upstream_json();
+        assert!(up.get("stream").is_none() && up.get("fallbacks").is_none());
+        assert!(up.get("temperature").is_none());
     }
 
     #[test]
