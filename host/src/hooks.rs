@@ -94,6 +94,19 @@ pub struct HookSet {
 }
 
 impl HookSet {
+    /// Whether the plugin implements `hook` (`init` always counts as implemented).
+    pub fn has(&self, hook: Hook) -> bool {
+        match hook {
+            Hook::Init => true,
+            Hook::TransportInterceptor => self.transport_interceptor,
+            Hook::PreHook => self.pre_hook,
+            Hook::PostHook => self.post_hook,
+            Hook::StreamChunk => self.stream_chunk,
+            Hook::OnError => self.on_error,
+            Hook::Cleanup => self.cleanup,
+        }
+    }
+
     /// Whether the plugin takes part in requests at all.
     pub fn any_request_hook(&self) -> bool {
         self.transport_interceptor
@@ -124,6 +137,30 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// Every hook, in the order of [`Hook::index`].
+    pub const ALL: [Hook; 7] = [
+        Hook::Init,
+        Hook::TransportInterceptor,
+        Hook::PreHook,
+        Hook::PostHook,
+        Hook::StreamChunk,
+        Hook::OnError,
+        Hook::Cleanup,
+    ];
+
+    /// The hook's position in [`Hook::ALL`] (for per-hook counters).
+    pub fn index(self) -> usize {
+        match self {
+            Hook::Init => 0,
+            Hook::TransportInterceptor => 1,
+            Hook::PreHook => 2,
+            Hook::PostHook => 3,
+            Hook::StreamChunk => 4,
+            Hook::OnError => 5,
+            Hook::Cleanup => 6,
+        }
+    }
+
     /// The WIT name of the hook.
     pub fn name(self) -> &'static str {
         match self {
@@ -141,5 +178,17 @@ impl Hook {
 impl std::fmt::Display for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_all() {
+        for (i, hook) in Hook::ALL.iter().enumerate() {
+            assert_eq!(hook.index(), i, "{hook}");
+        }
     }
 }

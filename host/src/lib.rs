@@ -17,6 +17,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod hooks;
 pub mod kv;
+pub mod metrics;
 pub mod pipeline;
 pub mod providers;
 pub mod registry;
@@ -59,6 +60,7 @@ impl Gateway {
         let registry = Arc::new(Registry::new(runtime));
         registry.reconcile(config).await;
         let pipeline = Arc::new(Pipeline::new(registry.clone(), providers));
+        let metrics = Arc::new(metrics::Metrics::new(registry.clone()));
         let admin = Arc::new(admin::Admin::new(
             registry.clone(),
             source.clone(),
@@ -78,6 +80,7 @@ impl Gateway {
                         config.header_read_timeout_ms,
                     ),
                 },
+                metrics,
             },
         })
     }

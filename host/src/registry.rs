@@ -192,6 +192,16 @@ fn build_chain(entries: &[PluginEntry], pipeline: Option<&str>) -> Arc<Chain> {
     })
 }
 
+/// How many plugin versions the registry loaded (first loads and reloads) and how many loads
+/// failed, since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LoadCounts {
+    /// Versions loaded into service.
+    pub ok: u64,
+    /// Load attempts that failed (unreadable, oversized, not compiling or refusing its config).
+    pub failed: u64,
+}
+
 /// The set of plugins and the chain built from them.
 #[derive(Debug)]
 pub struct Registry {
@@ -205,6 +215,9 @@ pub struct Registry {
     retiring: std::sync::Mutex<Vec<Arc<LoadedPlugin>>>,
     /// Set by `shutdown`; later reconciles do nothing.
     closed: std::sync::atomic::AtomicBool,
+    /// Plugin versions loaded, and failed loads (see [`LoadCounts`]).
+    loads_ok: std::sync::atomic::AtomicU64,
+    loads_failed: std::sync::atomic::AtomicU64,
 }
 
 /// Hex sha256 of a component's bytes: its identity.
@@ -313,7 +326,27 @@ impl Registry {
             generation: tokio::sync::watch::channel(0).0,
             retiring: std::sync::Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            loads_ok: std::sync::atomic::AtomicU64::new(0),
+            loads_failed: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Plugin versions loaded and failed loads so far.
+    pub fn load_counts(&self) -> LoadCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        LoadCounts {
+            ok: self.loads_ok.load(Relaxed),
+            failed: self.loads_failed.load(Relaxed),
+        }
+    }
+
+    fn count_load(&self, ok: bool) {
+        let counter = if ok {
+            &self.loads_ok
+        } else {
+            &self.loads_failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The runtime plugins run on.
@@ -492,6 +525,7 @@ impl Registry {
         {
             let message = format!("{err:#}");
             tracing::error!(plugin = entry.name, "plugin failed to load: {message}");
+            self.count_load(false);
             if let Some(prev) = prev.filter(|p| p.plugin.is_some()) {
                 return PluginEntry {
                     order,
@@ -508,6 +542,7 @@ impl Registry {
             Err(err) => {
                 let message = format!("cannot read {}: {err}", entry.file.display());
                 tracing::error!(plugin = entry.name, "plugin failed to load: {message}");
+                self.count_load(false);
                 entry.status = Status::Failed;
                 entry.error = Some(message);
                 return entry;
@@ -548,6 +583,7 @@ impl Registry {
             .await
         {
             Ok((plugin, compiled)) => {
+                self.count_load(true);
                 tracing::info!(
                     plugin = entry.name,
                     file = %entry.file.display(),
@@ -566,6 +602,7 @@ impl Registry {
                 entry.compiled = Some(compiled);
             }
             Err(err) => {
+                self.count_load(false);
                 let message = format!("{err:#}");
                 tracing::error!(
                     plugin = entry.name,

@@ -12,6 +12,7 @@ use super::{ApiError, AppState};
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::GatewayError;
 use crate::hooks::{Headers, HttpRequest, HttpResponse};
+use crate::metrics::ServedTarget;
 use crate::pipeline::{Session, Started, StreamEvent, Transported};
 use crate::stream::{CHUNK_BUFFER, ChatStream, StreamHead};
 
@@ -87,7 +88,18 @@ async fn handle(
     let chain = pipeline.select(route.as_deref(), &headers)?;
     let mut session = pipeline.session(chain, headers.clone());
     let request_id = session.context().id().to_string();
-    let result = serve(&state, &mut session, method, uri, headers, body.to_vec()).await;
+    let mut requested = None;
+    let result = serve(
+        &state,
+        &mut session,
+        method,
+        uri,
+        headers,
+        body.to_vec(),
+        &mut requested,
+    )
+    .await;
+    let served = ServedTarget::of(session.context(), requested.as_deref());
     let mut response = match result {
         Ok(Served::Response(response)) => response,
         Ok(Served::Stream {
@@ -113,6 +125,9 @@ async fn handle(
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    if let Some(served) = served {
+        response.extensions_mut().insert(served);
     }
     Ok(response)
 }
@@ -202,6 +217,8 @@ fn sse_of(response: &ChatResponse, include_usage: bool) -> Response {
 
 /// Everything between reading the body and rendering: transport interceptors, parsing,
 /// validation and the pipeline. Its error goes through the error stage before it is sent.
+/// `requested` receives the `provider/model` the request asked for once it is known to be
+/// served here (for the metrics).
 async fn serve(
     state: &AppState,
     session: &mut Session,
@@ -209,6 +226,7 @@ async fn serve(
     uri: Uri,
     headers: Headers,
     body: Vec<u8>,
+    requested: &mut Option<String>,
 ) -> Result<Served, GatewayError> {
     let pipeline = &state.pipeline;
     let raw = HttpRequest {
@@ -227,6 +245,7 @@ async fn serve(
     pipeline
         .providers()
         .check_target(&req.provider, &req.model)?;
+    *requested = Some(req.target());
     for (i, target) in req.fallbacks.iter().enumerate() {
         let (provider, model) = crate::chat::split_target(target).unwrap_or_default();
         pipeline

@@ -1,7 +1,9 @@
-//! The HTTP API: OpenAI-compatible endpoints, the admin API and health. Handlers translate
-//! HTTP to the pipeline and back; every error leaves as an OpenAI error body and a log line.
+//! The HTTP API: OpenAI-compatible endpoints, the admin API, metrics and health. Handlers
+//! translate HTTP to the pipeline and back; every error leaves as an OpenAI error body and a log
+//! line.
 
 mod chat;
+mod metrics;
 mod models;
 mod plugins;
 
@@ -35,15 +37,21 @@ pub struct AppState {
     pub upload_limit: usize,
     /// Connection limits of the server.
     pub server_limits: crate::server::ServerLimits,
+    /// The Prometheus metrics of `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The gateway's routes.
 pub fn router(state: AppState) -> Router {
+    let counted = axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::count);
     Router::new()
-        .route("/v1/chat/completions", post(chat::completions))
+        .route(
+            "/v1/chat/completions",
+            post(chat::completions).route_layer(counted.clone()),
+        )
         .route(
             "/pipelines/{pipeline}/v1/chat/completions",
-            post(chat::completions_in),
+            post(chat::completions_in).route_layer(counted),
         )
         .route("/v1/models", get(models::list))
         .route("/api/plugins", get(plugins::list).post(plugins::upload))
@@ -55,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/plugins/{name}/reload", post(plugins::reload))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::scrape))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -123,7 +132,7 @@ async fn health(
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError(GatewayError::not_found(
         format!(
-            "no route for {method} {}; the gateway serves POST /v1/chat/completions (and /pipelines/<name>/v1/chat/completions), GET /v1/models, GET /api/plugins and GET /health",
+            "no route for {method} {}; the gateway serves POST /v1/chat/completions (and /pipelines/<name>/v1/chat/completions), GET /v1/models, GET /api/plugins, GET /metrics and GET /health",
             uri.path()
         ),
         "unknown_route",

@@ -359,6 +359,9 @@ impl Pipeline {
                     req.body = body;
                 }
                 Ok(TransportOutcome::Respond(response)) => {
+                    session.chain.links[i]
+                        .plugin
+                        .note_short_circuit(Hook::TransportInterceptor);
                     return Ok(Transported::Respond(response));
                 }
                 Err(failure) => {
@@ -546,8 +549,9 @@ impl Pipeline {
             }
             if let Some((i, short_circuit)) = decided {
                 if !session.failed[i] {
-                    let name = session.chain.links[i].plugin.name();
-                    session.ctx.set_gateway("short_circuit", name);
+                    let plugin = &session.chain.links[i].plugin;
+                    session.ctx.set_gateway("short_circuit", plugin.name());
+                    plugin.note_short_circuit(Hook::PreHook);
                 }
                 return (ran, Err(short_circuit));
             }

@@ -31,7 +31,7 @@ pub use grants::{DirGrant, Grants};
 pub use limits::Limits;
 pub use plugin::{LoadedPlugin, PluginInstance};
 pub use quarantine::{QuarantinePolicy, QuarantineStatus};
-pub use stats::{PluginStats, StatsSnapshot};
+pub use stats::{HookSnapshot, LatencyHistogram, PluginStats, StatsSnapshot};
 
 use crate::kv::KvStore;
 use host::HostState;

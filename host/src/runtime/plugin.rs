@@ -108,7 +108,7 @@ impl LoadedPlugin {
             .fetch_add(1, Ordering::Relaxed);
         plugin
             .stats
-            .record(first.last_elapsed, first.last_fuel, None);
+            .record(Hook::Init, first.last_elapsed, first.last_fuel, None);
         plugin.pool().idle.push(first);
         Ok(plugin)
     }
@@ -136,6 +136,18 @@ impl LoadedPlugin {
     /// Live counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// The live counters themselves, for readers that need more than a snapshot (the
+    /// per-hook latency histograms of `/metrics`).
+    pub fn live_stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
+    /// Counts a request this plugin's `hook` short-circuited: the pre-hook answered or failed
+    /// it, or the transport interceptor answered it.
+    pub fn note_short_circuit(&self, hook: Hook) {
+        self.stats.record_short_circuit(hook);
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -189,7 +201,8 @@ impl LoadedPlugin {
         let mut instance = match created {
             Ok(instance) => instance,
             Err(failure) => {
-                self.stats.record(started.elapsed(), 0, Some(failure.kind));
+                self.stats
+                    .record(Hook::Init, started.elapsed(), 0, Some(failure.kind));
                 self.note_outcome(Hook::Init, true);
                 return Err(failure);
             }
@@ -197,6 +210,7 @@ impl LoadedPlugin {
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
         let result = instance.init(&self.config).await;
         self.stats.record(
+            Hook::Init,
             instance.last_elapsed,
             instance.last_fuel,
             result.as_ref().err().map(|f| f.kind),
@@ -272,6 +286,7 @@ impl LoadedPlugin {
             .call(None, Hook::Cleanup, async |p, s| p.call_cleanup(s).await)
             .await;
         self.stats.record(
+            Hook::Cleanup,
             instance.last_elapsed,
             instance.last_fuel,
             result.as_ref().err().map(|f| f.kind),
@@ -386,6 +401,7 @@ impl LoadedPlugin {
 
     fn observe<T>(&self, hook: Hook, instance: &PluginInstance, result: &Result<T, HookFailure>) {
         self.stats.record(
+            hook,
             instance.last_elapsed,
             instance.last_fuel,
             result.as_ref().err().map(|f| f.kind),
@@ -395,16 +411,7 @@ impl LoadedPlugin {
 
     /// Feeds the quarantine with a call's outcome and logs when a quarantine starts.
     fn note_outcome(&self, hook: Hook, failed: bool) {
-        let index = match hook {
-            Hook::Init => 0,
-            Hook::TransportInterceptor => 1,
-            Hook::PreHook => 2,
-            Hook::PostHook => 3,
-            Hook::StreamChunk => 4,
-            Hook::OnError => 5,
-            Hook::Cleanup => 6,
-        };
-        if let Some(backoff) = self.quarantine.record(index, failed) {
+        if let Some(backoff) = self.quarantine.record(hook.index(), failed) {
             tracing::warn!(
                 plugin = &*self.name,
                 backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hooks::Hook;
+
 /// When a plugin is quarantined and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,8 +34,9 @@ impl Default for QuarantinePolicy {
     }
 }
 
-/// Hooks counted separately: init (instance creation), transport, pre, post, cleanup.
-const HOOKS: usize = 7;
+/// Hooks counted separately (by [`Hook::index`]): init (instance creation), transport, pre,
+/// post, stream-chunk, on-error, cleanup.
+const HOOKS: usize = Hook::ALL.len();
 
 #[derive(Debug, Default)]
 struct State {
@@ -89,8 +92,8 @@ impl Quarantine {
         }
     }
 
-    /// Records the outcome of a call of hook number `hook` (0..5: init, transport, pre, post,
-    /// cleanup); returns the backoff when this failure starts a quarantine.
+    /// Records the outcome of a call of hook number `hook` ([`Hook::index`]); returns the
+    /// backoff when this failure starts a quarantine.
     pub(crate) fn record(&self, hook: usize, failed: bool) -> Option<Duration> {
         let hook = hook.min(HOOKS - 1);
         let k = self.policy.after_failures;

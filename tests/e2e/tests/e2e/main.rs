@@ -10,6 +10,7 @@ mod hostile;
 mod http;
 mod limits;
 mod loading;
+mod metrics;
 mod ordering;
 mod pipeline;
 mod pipelines;
