@@ -164,16 +164,30 @@ impl TestGateway {
         self.chat_with_headers(body, &[]).await
     }
 
-    /// POSTs a chat completion body with extra headers.
-    pub async fn chat_with_headers(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    /// POSTs `body` to `path` as `application/json` with extra headers; the raw response, for
+    /// tests that look at headers, streams or bodies that are not JSON.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self
             .client
-            .post(self.url("/v1/chat/completions"))
-            .json(body);
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.expect("request sent");
+        req.send().await.expect("request sent")
+    }
+
+    /// POSTs a chat completion body with extra headers.
+    pub async fn chat_with_headers(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let resp = self
+            .post("/v1/chat/completions", body.to_string(), headers)
+            .await;
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
         let value = serde_json::from_str(&text)
@@ -242,4 +256,51 @@ pub async fn kv_counter(kv: &wasmgate::kv::KvStore, plugin: &str, key: &str) -> 
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// Serves `completions` as `POST /v1/chat/completions` on a free loopback port, for as long as
+/// the test runs: a fake upstream provider. Returns its address.
+pub async fn fake_upstream<H, T>(completions: H) -> SocketAddr
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// A fake OpenAI upstream: answers a chat completion that carries the request body it received
+/// under `received` (plus fields plugins must pass through: `system_fingerprint`, `logprobs`), or
+/// OpenAI's error body for model `limited` (429).
+pub async fn fake_openai() -> SocketAddr {
+    use axum::Json;
+    use axum::http::StatusCode;
+    async fn completions(Json(req): Json<Value>) -> (StatusCode, Json<Value>) {
+        if req["model"] == "limited" {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(
+                    json!({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}),
+                ),
+            );
+        }
+        (
+            StatusCode::OK,
+            Json(json!({
+                "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": req["model"],
+                "system_fingerprint": "fp_up",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "from upstream"}, "finish_reason": "stop", "logprobs": null}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+                "received": req,
+            })),
+        )
+    }
+    fake_upstream(completions).await
 }

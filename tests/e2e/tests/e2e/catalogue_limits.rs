@@ -39,11 +39,9 @@ async fn chat_raw(
     body: &Value,
     headers: &[(&str, &str)],
 ) -> (u16, HeaderMap, Value) {
-    let mut req = gw.client.post(gw.url("/v1/chat/completions")).json(body);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let resp = req.send().await.expect("request sent");
+    let resp = gw
+        .post("/v1/chat/completions", body.to_string(), headers)
+        .await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     (status, headers, resp.json().await.expect("JSON body"))

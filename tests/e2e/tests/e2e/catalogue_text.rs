@@ -47,11 +47,9 @@ async fn post(
     body: &Value,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = gw.client.post(gw.url("/v1/chat/completions")).json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("request sent");
+    let resp = gw
+        .post("/v1/chat/completions", body.to_string(), headers)
+        .await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
@@ -193,31 +191,9 @@ async fn logging_kv_lines_carry_errors_and_truncated_bodies() {
     gw.stop().await;
 }
 
-/// A fake OpenAI upstream that answers with the request body it received under `received`.
-async fn echoing_upstream() -> std::net::SocketAddr {
-    use axum::{Json, Router, routing::post};
-    async fn completions(Json(req): Json<Value>) -> Json<Value> {
-        Json(json!({
-            "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": req["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "from upstream"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-            "received": req,
-        }))
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let app = Router::new().route("/v1/chat/completions", post(completions));
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
-
 #[tokio::test]
 async fn header_injector_rewrites_headers_defaults_and_model_aliases() {
-    let upstream = echoing_upstream().await;
+    let upstream = wasmgate_e2e::fake_openai().await;
     let gw = gateway(
         vec![
             plugin(
@@ -254,14 +230,7 @@ async fn header_injector_rewrites_headers_defaults_and_model_aliases() {
     assert_eq!(received["max_tokens"], 256);
 
     // A body that is not JSON passes unchanged: the gateway reports the parse error itself.
-    let resp = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .expect("request sent");
+    let resp = gw.post("/v1/chat/completions", "{not json", &[]).await;
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.expect("JSON error");
     assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
@@ -389,13 +358,7 @@ async fn content_filter_rejects_banned_completions_with_422() {
 async fn stream(gw: &TestGateway, text: &str) -> (u16, Vec<Value>, bool) {
     let body = json!({"model": "mock/echo", "stream": true,
                       "messages": [{"role": "user", "content": text}]});
-    let resp = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request sent");
+    let resp = gw.post("/v1/chat/completions", body.to_string(), &[]).await;
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("body");
     let data: Vec<&str> = text

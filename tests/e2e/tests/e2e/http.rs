@@ -5,14 +5,7 @@ use serde_json::{Value, json};
 use wasmgate_e2e::{TestGateway, chat_body};
 
 async fn post_raw(gw: &TestGateway, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let resp = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("sent");
+    let resp = gw.post("/v1/chat/completions", body, &[]).await;
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON error body"))
 }
@@ -91,44 +84,9 @@ async fn oversized_bodies_are_refused_with_413() {
     gw.stop().await;
 }
 
-/// A fake OpenAI upstream on loopback: answers a chat completion that carries the request body
-/// it received under `received`, or the OpenAI error body for model `limited` (429).
-async fn fake_openai() -> std::net::SocketAddr {
-    use axum::{Json, Router, http::StatusCode, routing::post};
-    async fn completions(Json(req): Json<Value>) -> (StatusCode, Json<Value>) {
-        if req["model"] == "limited" {
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(
-                    json!({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}),
-                ),
-            );
-        }
-        (
-            StatusCode::OK,
-            Json(json!({
-                "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": req["model"],
-                "system_fingerprint": "fp_up",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "from upstream"}, "finish_reason": "stop", "logprobs": null}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-                "received": req,
-            })),
-        )
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let app = Router::new().route("/v1/chat/completions", post(completions));
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
-
 #[tokio::test]
 async fn unknown_fields_round_trip_through_plugins_to_an_openai_upstream_and_back() {
-    let upstream = fake_openai().await;
+    let upstream = wasmgate_e2e::fake_openai().await;
     let gw = TestGateway::start_with(|config| {
         config.providers.insert(
             "up".into(),

@@ -144,14 +144,7 @@ async fn metrics_count_requests_and_agree_with_the_admin_api() {
     );
     let (status, body) = gw.chat(&chat_body("nowhere/echo", "hi")).await;
     assert_eq!(status, 404, "{body}");
-    let resp = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .expect("sent");
+    let resp = gw.post("/v1/chat/completions", "{not json", &[]).await;
     assert_eq!(resp.status(), 400);
 
     // The admin view first, then the scrape: nothing runs in between.

@@ -206,13 +206,7 @@ async fn context_values_are_per_request() {
 
 /// POSTs `body` and returns status, the values of header `name` and the JSON body.
 async fn chat_raw(gw: &TestGateway, body: &Value, name: &str) -> (u16, Vec<String>, Value) {
-    let resp = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .expect("request sent");
+    let resp = gw.post("/v1/chat/completions", body.to_string(), &[]).await;
     let status = resp.status().as_u16();
     let values = resp
         .headers()

@@ -34,14 +34,9 @@ async fn gateway() -> TestGateway {
 }
 
 async fn post(gw: &TestGateway, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = gw
-        .client
-        .post(gw.url(path))
-        .json(&chat_body("mock/echo", "hi"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("sent");
+    let resp = gw
+        .post(path, chat_body("mock/echo", "hi").to_string(), headers)
+        .await;
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON"))
 }

@@ -45,13 +45,7 @@ fn stream_body(model: &str, text: &str) -> Value {
 }
 
 async fn stream(gw: &TestGateway, body: &Value) -> Sse {
-    let resp = gw
-        .client
-        .post(gw.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .expect("request sent");
+    let resp = gw.post("/v1/chat/completions", body.to_string(), &[]).await;
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
@@ -263,7 +257,7 @@ async fn a_short_circuit_of_a_streamed_request_is_streamed() {
 async fn fake_streaming_openai() -> std::net::SocketAddr {
     use axum::body::{Body, Bytes};
     use axum::response::{IntoResponse, Response};
-    use axum::{Json, Router, http::StatusCode, routing::post};
+    use axum::{Json, http::StatusCode};
     async fn completions(Json(req): Json<Value>) -> Response {
         if req["stream"] != true || req["stream_options"]["include_usage"] != true {
             let error = json!({"error": {"message": "expected a streamed request with usage"}});
@@ -295,15 +289,7 @@ async fn fake_streaming_openai() -> std::net::SocketAddr {
         );
         response
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let app = Router::new().route("/v1/chat/completions", post(completions));
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    wasmgate_e2e::fake_upstream(completions).await
 }
 
 #[tokio::test]
