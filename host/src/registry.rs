@@ -132,6 +132,9 @@ pub struct Chain {
     pub pipeline: Option<String>,
     /// The links, in pre-hook order.
     pub links: Vec<Link>,
+    /// The links' plugin names, comma-separated (the `gateway.chain` context value), built once
+    /// per chain rather than per request.
+    pub names: String,
     /// Plugins marked `required` that are not active (they failed to load, or are still
     /// loading): while any is listed, requests are refused rather than run without it.
     pub missing: Vec<MissingPlugin>,
@@ -164,20 +167,27 @@ fn build_chain(entries: &[PluginEntry], pipeline: Option<&str>) -> Arc<Chain> {
             .iter()
             .filter(move |e| e.pipeline.as_deref() == pipeline)
     };
+    let links: Vec<Link> = members()
+        .filter_map(|e| {
+            let plugin = e.plugin.clone()?;
+            Some(Link {
+                hooks: Stage::mask(e.settings.stages.as_deref(), plugin.hooks()),
+                plugin,
+                policy: e.policy,
+                priority: e.priority,
+                parallel: e.settings.parallel,
+            })
+        })
+        .collect();
+    let names = links
+        .iter()
+        .map(|l| l.plugin.name())
+        .collect::<Vec<_>>()
+        .join(",");
     Arc::new(Chain {
         pipeline: pipeline.map(str::to_string),
-        links: members()
-            .filter_map(|e| {
-                let plugin = e.plugin.clone()?;
-                Some(Link {
-                    hooks: Stage::mask(e.settings.stages.as_deref(), plugin.hooks()),
-                    plugin,
-                    policy: e.policy,
-                    priority: e.priority,
-                    parallel: e.settings.parallel,
-                })
-            })
-            .collect(),
+        links,
+        names,
         missing: members()
             .filter(|e| e.settings.required && e.plugin.is_none())
             .filter(|e| !matches!(e.status, Status::Disabled))

@@ -14,7 +14,7 @@ use crate::error::GatewayError;
 use crate::hooks::{Headers, HttpRequest, HttpResponse};
 use crate::metrics::ServedTarget;
 use crate::pipeline::{Session, Started, StreamEvent, Transported};
-use crate::stream::{CHUNK_BUFFER, ChatStream, StreamHead};
+use crate::stream::{CHUNK_BUFFER, ChatStream, StreamChunk, StreamHead};
 
 /// Header names lower-cased, values that are not UTF-8 dropped.
 fn headers_of(map: &HeaderMap) -> Headers {
@@ -149,23 +149,31 @@ fn event(value: &serde_json::Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 
+/// Appends the events of one chunk (and of its usage, when asked for) to `out`.
+fn push_chunk(out: &mut String, head: &StreamHead, chunk: &StreamChunk, include_usage: bool) {
+    use std::fmt::Write as _;
+    let (body, usage) = head.chunk_json(chunk, include_usage);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "data: {body}\n\n");
+    if let Some(usage) = usage {
+        let _ = write!(out, "data: {usage}\n\n");
+    }
+}
+
 /// The SSE body of a stream: a `chat.completion.chunk` event per chunk, then `data: [DONE]`,
 /// or an OpenAI error event if the stream ends in an error.
 fn sse_body(head: StreamHead, include_usage: bool, events: mpsc::Receiver<StreamEvent>) -> Body {
-    let stream = futures_util::stream::unfold((events, false), move |(mut events, finished)| {
-        let head = head.clone();
-        async move {
+    let stream = futures_util::stream::unfold(
+        (events, head, false),
+        move |(mut events, head, finished)| async move {
             if finished {
                 return None;
             }
             let (bytes, finished) = match events.recv().await? {
                 StreamEvent::Chunk(chunk) => {
-                    let (body, usage) = head.chunk_json(&chunk, include_usage);
-                    let mut bytes = event(&body).to_vec();
-                    if let Some(usage) = usage {
-                        bytes.extend_from_slice(&event(&usage));
-                    }
-                    (Bytes::from(bytes), false)
+                    let mut text = String::new();
+                    push_chunk(&mut text, &head, &chunk, include_usage);
+                    (Bytes::from(text), false)
                 }
                 StreamEvent::Done => (Bytes::from_static(b"data: [DONE]\n\n"), true),
                 StreamEvent::Error(err) => {
@@ -177,9 +185,12 @@ fn sse_body(head: StreamHead, include_usage: bool, events: mpsc::Receiver<Stream
                     (event(&err.to_json()), true)
                 }
             };
-            Some((Ok::<_, std::convert::Infallible>(bytes), (events, finished)))
-        }
-    });
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes),
+                (events, head, finished),
+            ))
+        },
+    );
     Body::from_stream(stream)
 }
 
@@ -203,16 +214,12 @@ fn sse_of(response: &ChatResponse, include_usage: bool) -> Response {
         model: response.model.clone(),
         created: response.created,
     };
-    let mut bytes = Vec::new();
+    let mut text = String::new();
     for chunk in StreamHead::chunks_of(response) {
-        let (body, usage) = head.chunk_json(&chunk, include_usage);
-        bytes.extend_from_slice(&event(&body));
-        if let Some(usage) = usage {
-            bytes.extend_from_slice(&event(&usage));
-        }
+        push_chunk(&mut text, &head, &chunk, include_usage);
     }
-    bytes.extend_from_slice(b"data: [DONE]\n\n");
-    sse_response(Body::from(bytes))
+    text.push_str("data: [DONE]\n\n");
+    sse_response(Body::from(text))
 }
 
 /// Everything between reading the body and rendering: transport interceptors, parsing,

@@ -141,12 +141,7 @@ impl Session {
         } = self;
         let link = &chain.links[i];
         let Some(instance) = slots[i].as_mut() else {
-            return Err(HookFailure {
-                plugin: link.plugin.name().to_string(),
-                hook,
-                kind: FailureKind::Instantiate,
-                detail: "internal error: no instance after checkout".into(),
-            });
+            return Err(no_instance(link, hook));
         };
         let result = call(link, instance, ctx).await;
         if result.is_err() {
@@ -175,12 +170,9 @@ impl Session {
     /// with [`Session::put_instance`].
     async fn take_instance(&mut self, i: usize, hook: Hook) -> Result<PluginInstance, HookFailure> {
         self.ensure_instance(i, hook).await?;
-        self.slots[i].take().ok_or_else(|| HookFailure {
-            plugin: self.chain.links[i].plugin.name().to_string(),
-            hook,
-            kind: FailureKind::Instantiate,
-            detail: "internal error: no instance after checkout".into(),
-        })
+        self.slots[i]
+            .take()
+            .ok_or_else(|| no_instance(&self.chain.links[i], hook))
     }
 
     /// Puts link `i`'s instance back after a call (`failed`: the call failed), or returns it to
@@ -194,6 +186,17 @@ impl Session {
         } else {
             self.slots[i] = Some(instance);
         }
+    }
+}
+
+/// The failure for a slot found empty right after a checkout filled it (a bug, not a plugin's
+/// doing).
+fn no_instance(link: &Link, hook: Hook) -> HookFailure {
+    HookFailure {
+        plugin: link.plugin.name().to_string(),
+        hook,
+        kind: FailureKind::Instantiate,
+        detail: "internal error: no instance after checkout".into(),
     }
 }
 
@@ -296,8 +299,7 @@ impl Pipeline {
         let slots = chain.links.iter().map(|_| None).collect();
         let failed = vec![false; chain.links.len()];
         let ctx = Arc::new(RequestContext::new(headers));
-        let names: Vec<&str> = chain.links.iter().map(|l| l.plugin.name()).collect();
-        ctx.set_gateway("chain", names.join(","));
+        ctx.set_gateway("chain", chain.names.clone());
         ctx.set_gateway(
             "pipeline",
             chain.pipeline.clone().unwrap_or_else(|| "default".into()),
