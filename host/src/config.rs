@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::hooks::HookSet;
 use crate::providers::{MockConfig, ProviderConfig};
-use crate::runtime::{Grants, Limits, QuarantinePolicy, RuntimeOptions};
+use crate::runtime::{Grants, Isolation, Limits, QuarantinePolicy, RuntimeOptions};
 
 /// The address the gateway listens on when nothing else is configured (loopback only).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -285,6 +285,14 @@ pub struct PluginConfig {
     /// Capabilities lent to the plugin beyond the sandbox's defaults (none by default).
     #[serde(default, skip_serializing_if = "Grants::is_empty")]
     pub grants: Grants,
+    /// `pooled` (default): warm instances are reused between requests; `per-request`: every
+    /// request gets an instance that never served another (created ahead of time).
+    #[serde(default, skip_serializing_if = "is_pooled")]
+    pub isolation: Isolation,
+}
+
+fn is_pooled(isolation: &Isolation) -> bool {
+    *isolation == Isolation::Pooled
 }
 
 impl PluginConfig {
@@ -305,6 +313,7 @@ impl PluginConfig {
             limits: LimitsConfig::default(),
             quarantine: QuarantinePolicy::default(),
             grants: Grants::default(),
+            isolation: Isolation::Pooled,
         }
     }
 }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FailurePolicy, PluginConfig, Stage, valid_plugin_name};
 use crate::hooks::HookSet;
-use crate::runtime::{Compiled, Limits, LoadedPlugin, Runtime};
+use crate::runtime::{Compiled, Limits, LoadedPlugin, PluginSetup, Runtime};
 
 /// Load status of a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -670,10 +670,13 @@ impl Registry {
             .load(
                 name,
                 &compiled,
-                settings.config.to_string(),
-                limits,
-                settings.quarantine,
-                settings.grants.clone(),
+                PluginSetup {
+                    config: settings.config.to_string(),
+                    limits,
+                    quarantine: settings.quarantine,
+                    grants: settings.grants.clone(),
+                    isolation: settings.isolation,
+                },
             )
             .await?;
         Ok((plugin, compiled))

@@ -68,6 +68,7 @@ fn describe(e: &PluginEntry) -> Value {
             vec![Stage::PreRequest, Stage::PostRequest, Stage::Error]
         }),
         "required": e.settings.required,
+        "isolation": e.settings.isolation,
         "grants": e.settings.grants,
         "limits": {
             "fuel": e.limits.fuel,

@@ -29,7 +29,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use failure::{FailureKind, HookFailure};
 pub use grants::{DirGrant, Grants};
 pub use limits::Limits;
-pub use plugin::{LoadedPlugin, PluginInstance};
+pub use plugin::{Isolation, LoadedPlugin, PluginInstance, PluginSetup};
 pub use quarantine::{QuarantinePolicy, QuarantineStatus};
 pub use stats::{HookSnapshot, LatencyHistogram, PluginStats, StatsSnapshot};
 
@@ -327,16 +327,15 @@ impl Runtime {
     }
 
     /// Links a compiled component against the plugin world, creates its first instance, reads
-    /// its name and hook set, and runs `init` with `config`. Errors say which step failed.
+    /// its name and hook set, and runs `init` with the setup's config. Errors say which step
+    /// failed.
     pub async fn load(
         self: &Arc<Self>,
         name: &str,
         compiled: &Compiled,
-        config: String,
-        limits: Limits,
-        quarantine: QuarantinePolicy,
-        grants: Grants,
+        setup: PluginSetup,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let limits = setup.limits;
         if limits.memory_bytes > self.options.max_memory_bytes {
             anyhow::bail!(
                 "limits.memory_bytes = {} exceeds the runtime's max_memory_bytes = {}",
@@ -368,7 +367,7 @@ impl Runtime {
                  world: {e:#}"
             )
         })?;
-        LoadedPlugin::load(self.clone(), name, pre, config, limits, quarantine, grants).await
+        LoadedPlugin::load(self.clone(), name, pre, setup).await
     }
 }
 

@@ -23,6 +23,35 @@ use crate::hooks::{
     ChunkOutcome, Hook, HookSet, HttpRequest, Outcome, PreOutcome, StreamChunk, TransportOutcome,
 };
 
+/// How a plugin's instances are shared between requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Warm instances are reused from request to request (one request at a time each): what a
+    /// request leaves in the plugin's memory, the next may see. The fastest.
+    #[default]
+    Pooled,
+    /// Every request gets an instance that never served another and is discarded after it:
+    /// nothing leaks between requests through the plugin's memory. Fresh instances are created
+    /// and initialised ahead of time, in the background, so requests seldom wait for one.
+    PerRequest,
+}
+
+/// Everything a plugin is loaded with besides its component.
+#[derive(Debug, Clone)]
+pub struct PluginSetup {
+    /// The JSON text handed to `init`.
+    pub config: String,
+    /// The limits its calls run under.
+    pub limits: Limits,
+    /// When repeated failures take it out of service.
+    pub quarantine: QuarantinePolicy,
+    /// Capabilities beyond the sandbox's defaults.
+    pub grants: Grants,
+    /// Whether instances are reused between requests.
+    pub isolation: Isolation,
+}
+
 /// A plugin that compiled, linked and initialised: the unit the pipeline runs.
 pub struct LoadedPlugin {
     name: Arc<str>,
@@ -31,6 +60,7 @@ pub struct LoadedPlugin {
     limits: Limits,
     grants: Grants,
     config: String,
+    isolation: Isolation,
     runtime: Arc<Runtime>,
     pre: PluginPre<HostState>,
     pool: Mutex<Pool>,
@@ -40,8 +70,9 @@ pub struct LoadedPlugin {
     quarantine: Quarantine,
 }
 
-/// The instances of a plugin: idle ones, and how many are out serving requests (or being
-/// cleaned up), so retirement can wait for the last one.
+/// The instances of a plugin: idle ones (warm, or never used under per-request isolation), and
+/// how many are out serving requests (or being created in the background, or cleaned up), so
+/// retirement can wait for the last one.
 #[derive(Default)]
 struct Pool {
     idle: Vec<PluginInstance>,
@@ -64,11 +95,15 @@ impl LoadedPlugin {
         runtime: Arc<Runtime>,
         name: &str,
         pre: PluginPre<HostState>,
-        config: String,
-        limits: Limits,
-        quarantine: QuarantinePolicy,
-        grants: Grants,
+        setup: PluginSetup,
     ) -> anyhow::Result<Arc<Self>> {
+        let PluginSetup {
+            config,
+            limits,
+            quarantine,
+            grants,
+            isolation,
+        } = setup;
         let name: Arc<str> = Arc::from(name);
         let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits, &grants)
             .await
@@ -95,6 +130,7 @@ impl LoadedPlugin {
             limits,
             grants,
             config,
+            isolation,
             runtime,
             pre,
             pool: Mutex::new(Pool::default()),
@@ -131,6 +167,11 @@ impl LoadedPlugin {
     /// The limits its calls run under.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Whether its instances are reused between requests.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
     }
 
     /// Live counters.
@@ -177,18 +218,31 @@ impl LoadedPlugin {
     }
 
     /// Takes a warm instance, or creates and initialises a new one. Every successful checkout
-    /// must be matched by a [`checkin`](Self::checkin).
-    pub async fn checkout(&self) -> Result<PluginInstance, HookFailure> {
-        {
+    /// must be matched by a [`checkin`](Self::checkin). Under per-request isolation the
+    /// instance taken has never served a request, and a replacement is started in the
+    /// background.
+    pub async fn checkout(self: &Arc<Self>) -> Result<PluginInstance, HookFailure> {
+        let warm = {
             let mut pool = self.pool();
             pool.busy += 1;
-            if let Some(instance) = pool.idle.pop() {
-                return Ok(instance);
-            }
+            pool.idle.pop()
+        };
+        if self.isolation == Isolation::PerRequest {
+            self.replenish();
+        }
+        if let Some(instance) = warm {
+            return Ok(instance);
         }
         // Creating an instance awaits; if this future is dropped before it ends, the busy
         // count taken above is given back all the same.
         let mut busy = BusyGuard(Some(self));
+        let instance = self.create().await?;
+        busy.0 = None;
+        Ok(instance)
+    }
+
+    /// Creates and initialises one instance, counting it (and its failure) in the stats.
+    async fn create(&self) -> Result<PluginInstance, HookFailure> {
         let started = Instant::now();
         let created = PluginInstance::instantiate(
             &self.runtime,
@@ -217,14 +271,55 @@ impl LoadedPlugin {
         );
         if result.is_err() {
             self.note_outcome(Hook::Init, true);
-        } else {
-            busy.0 = None;
         }
         result.map(|()| instance)
     }
 
+    /// Creates one fresh instance in the background and puts it in the pool, so the next
+    /// request under per-request isolation does not wait for instantiation. It counts as busy
+    /// while it is being created, so retirement waits for it.
+    fn replenish(self: &Arc<Self>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut pool = self.pool();
+            if pool.retired || pool.idle.len() >= self.runtime.options().max_idle_per_plugin {
+                return;
+            }
+            pool.busy += 1;
+        }
+        let plugin = self.clone();
+        handle.spawn(async move {
+            match plugin.create().await {
+                Ok(instance) => {
+                    let spare = {
+                        let mut pool = plugin.pool();
+                        if pool.retired
+                            || pool.idle.len() >= plugin.runtime.options().max_idle_per_plugin
+                        {
+                            Some(instance)
+                        } else {
+                            pool.idle.push(instance);
+                            None
+                        }
+                    };
+                    if let Some(instance) = spare {
+                        plugin.cleanup_instance(instance).await;
+                    }
+                }
+                Err(failure) => tracing::warn!(
+                    plugin = &*plugin.name,
+                    "could not create a fresh instance ahead of time: {failure}"
+                ),
+            }
+            plugin.release();
+        });
+    }
+
     /// Returns an instance after a request. A poisoned instance is dropped; one returned to a
-    /// retired plugin, or beyond the idle cap, is cleaned up (in the background) and dropped.
+    /// retired plugin, beyond the idle cap, or under per-request isolation, is cleaned up (in
+    /// the background) and dropped.
     pub fn checkin(self: &Arc<Self>, instance: PluginInstance) {
         if instance.poisoned {
             drop(instance);
@@ -233,7 +328,10 @@ impl LoadedPlugin {
         }
         {
             let mut pool = self.pool();
-            if !pool.retired && pool.idle.len() < self.runtime.options().max_idle_per_plugin {
+            if self.isolation == Isolation::Pooled
+                && !pool.retired
+                && pool.idle.len() < self.runtime.options().max_idle_per_plugin
+            {
                 pool.idle.push(instance);
                 pool.busy = pool.busy.saturating_sub(1);
                 return;
