@@ -38,6 +38,28 @@ soak *ARGS:
     cargo build -p wasmgate
     cargo run -p wasmgate --example soak -- {{ARGS}}
 
+# The performance benchmark (about 6 minutes after the builds): installs its tools (oha 1.16.0
+# into target/bench-tools, nginx from Debian), builds the gateway in release mode, runs the
+# criterion micro-benchmarks, then measures direct / nginx / the gateway with 0, 5 no-op and
+# 5 realistic plugins and writes BENCHMARKS.md. `just bench --quick` checks the harness.
+bench *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target="${CARGO_TARGET_DIR:-target}"
+    tools="$target/bench-tools"
+    if ! "$tools/bin/oha" --version 2>/dev/null | grep -q '1\.16\.0'; then
+        cargo install oha --version 1.16.0 --locked --root "$tools"
+    fi
+    if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -q && $sudo apt-get install -y -q nginx-light
+    fi
+    command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+    cargo build --release -p wasmgate -p wasmgate-bench
+    cargo bench -p wasmgate --bench hot_path -- --warm-up-time 1 --measurement-time 3
+    "$target/release/wasmgate-bench" run --gateway "$target/release/wasmgate" \
+        --oha "$tools/bin/oha" --criterion "$target/criterion" --out BENCHMARKS.md {{ARGS}}
+
 # Fuzz the parsers that see untrusted input (cargo-fuzz on nightly), SECONDS per target, e.g.
 # `just fuzz 300 config`. The growing corpus stays in fuzz/target/corpus; a crash is saved in
 # fuzz/artifacts/<target>/: fix it, then copy it to fuzz/regressions/<target>/ (`just test`

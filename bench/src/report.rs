@@ -1,0 +1,315 @@
+//! Turns a run's figures into `BENCHMARKS.md`: the machine and commit, a table per measure,
+//! ratios against direct and nginx, and where each target of the performance issue stands.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::run::{Figures, SystemFigures};
+
+/// Where the run happened.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// `git describe`-like commit.
+    pub commit: String,
+    /// UTC date.
+    pub date: String,
+    /// CPU model, cores, kernel.
+    pub machine: String,
+}
+
+/// One criterion micro-benchmark: its id and median time, ns.
+#[derive(Debug, Clone)]
+pub struct Micro {
+    /// `group/name`.
+    pub id: String,
+    /// Median of criterion's estimate.
+    pub median_ns: f64,
+}
+
+/// Reads criterion's `<dir>/<group>/<bench>/new/estimates.json` files (sorted by id).
+pub fn read_micro(dir: &Path) -> Vec<Micro> {
+    let mut found = Vec::new();
+    let Ok(groups) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for group in groups.flatten() {
+        let Ok(benches) = std::fs::read_dir(group.path()) else {
+            continue;
+        };
+        for bench in benches.flatten() {
+            let estimates = bench.path().join("new").join("estimates.json");
+            let Ok(text) = std::fs::read_to_string(&estimates) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if let Some(ns) = json["median"]["point_estimate"].as_f64() {
+                found.push(Micro {
+                    id: format!(
+                        "{}/{}",
+                        group.file_name().to_string_lossy(),
+                        bench.file_name().to_string_lossy()
+                    ),
+                    median_ns: ns,
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found
+}
+
+/// The figures of the system labelled `prefix...`.
+fn system<'a>(f: &'a Figures, prefix: &str) -> Option<&'a SystemFigures> {
+    f.systems.iter().find(|s| s.label.starts_with(prefix))
+}
+
+/// A target of the issue: what, the figure, the bound, met or not.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// What it says.
+    pub what: &'static str,
+    /// The measured value in words.
+    pub measured: String,
+    /// Whether it holds.
+    pub met: bool,
+}
+
+/// Evaluates the targets on `f`.
+pub fn targets(f: &Figures) -> Vec<Target> {
+    let mut out = Vec::new();
+    let (Some(direct), Some(nginx), Some(bare), Some(noop), Some(real), Some(fresh)) = (
+        system(f, "direct"),
+        system(f, "nginx"),
+        system(f, "gateway, 0"),
+        system(f, "gateway, 5 no-op"),
+        system(f, "gateway, 5 realistic plugins"),
+        system(f, "gateway, 5 realistic, per-request"),
+    ) else {
+        return out;
+    };
+    let added = |s: &SystemFigures| s.p50_us - direct.p50_us;
+    let added99 = |s: &SystemFigures| s.p99_us - direct.p99_us;
+    let ratio = added(real) / added(nginx);
+    out.push(Target {
+        what: "added p50, 5 realistic plugins <= 1.2 x nginx's added p50",
+        measured: format!(
+            "{:.0} µs vs nginx {:.0} µs: {ratio:.2}x (p99 added {:.0} µs)",
+            added(real),
+            added(nginx),
+            added99(real)
+        ),
+        met: ratio <= 1.2,
+    });
+    let extra = noop.p50_us - bare.p50_us;
+    let share = noop.max_rps / bare.max_rps;
+    out.push(Target {
+        what: "5 no-op plugins vs 0: <= 20 µs more at p50 and >= 85 % of the throughput",
+        measured: format!(
+            "+{extra:.1} µs at p50; {:.0} %% of the max RPS",
+            share * 100.0
+        )
+        .replace("%%", "%"),
+        met: extra <= 20.0 && share >= 0.85,
+    });
+    let rps_ratio = real.max_rps / nginx.max_rps;
+    out.push(Target {
+        what: "max RPS at p99 < 5 ms, 5 realistic plugins >= 0.6 x nginx's",
+        measured: format!(
+            "{:.0} vs {:.0}: {rps_ratio:.2}x",
+            real.max_rps, nginx.max_rps
+        ),
+        met: rps_ratio >= 0.6,
+    });
+    let peak_mb = real.rss_peak_kib as f64 / 1024.0;
+    out.push(Target {
+        what: "RSS with 5 plugins under load <= 100 MB",
+        measured: format!("{peak_mb:.0} MiB peak"),
+        met: peak_mb <= 100.0,
+    });
+    let fresh_share = fresh.max_rps / real.max_rps;
+    out.push(Target {
+        what: "per-request instances keep >= 80 % of the pooled throughput",
+        measured: format!(
+            "{:.0} vs {:.0} RPS: {:.0} %",
+            fresh.max_rps,
+            real.max_rps,
+            fresh_share * 100.0
+        ),
+        met: fresh_share >= 0.8,
+    });
+    out
+}
+
+/// Renders the whole report.
+pub fn render(f: &Figures, micro: &[Micro], p: &Provenance) -> String {
+    let mut s = String::new();
+    let direct = f.systems.first().cloned().unwrap_or_default();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Written by `just bench` (`bench/`, see its doc comment for the method). One run; the \
+         machine is shared and noisy, so read the **ratios**, not the absolute figures.\n"
+    );
+    let _ = writeln!(s, "- Commit: `{}`", p.commit);
+    let _ = writeln!(s, "- Date: {}", p.date);
+    let _ = writeln!(s, "- Machine: {}", p.machine);
+    let _ = writeln!(s, "- Load generator: {} ; proxy: {}", f.oha, f.nginx);
+    let _ = writeln!(
+        s,
+        "- Pinning: the system under test on core 0; oha and the mock upstream on core 1. \
+         Gateway: release build, 1 core, default log level (info).\n"
+    );
+
+    let _ = writeln!(s, "## Targets\n");
+    let _ = writeln!(s, "| target | measured | met |\n|---|---|---|");
+    for t in targets(f) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            t.what,
+            t.measured,
+            if t.met { "yes" } else { "**no**" }
+        );
+    }
+
+    let _ = writeln!(s, "\n## Latency, throughput, CPU and memory\n");
+    let _ = writeln!(
+        s,
+        "c=1: one connection, closed loop, median of the rounds' percentiles. Added: minus direct. \
+         Max RPS: highest open-loop rate (latency-corrected) with p99 < 5 ms and no error. CPU: \
+         the system's own process at a fixed rate. RSS: after start, and peak after all load.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| system | p50 µs | p99 µs | added p50 µs | added p99 µs | max RPS | x nginx RPS | CPU µs/req | RSS idle MiB | RSS peak MiB |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let nginx_rps = system(f, "nginx").map_or(f64::NAN, |n| n.max_rps);
+    for x in &f.systems {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            x.label,
+            x.p50_us,
+            x.p99_us,
+            x.p50_us - direct.p50_us,
+            x.p99_us - direct.p99_us,
+            x.max_rps,
+            x.max_rps / nginx_rps,
+            x.cpu_us_per_request,
+            x.rss_idle_kib as f64 / 1024.0,
+            x.rss_peak_kib as f64 / 1024.0
+        );
+    }
+
+    if !f.slow.is_empty() {
+        let _ = writeln!(s, "\n## 50 ms upstream, 64 connections\n");
+        let _ = writeln!(s, "| system | RPS | p50 ms |\n|---|---:|---:|");
+        for (label, rps, p50) in &f.slow {
+            let _ = writeln!(s, "| {label} | {rps:.0} | {:.2} |", p50 / 1e3);
+        }
+    }
+
+    let _ = writeln!(s, "\n## Startup with 10 plugins\n");
+    let _ = writeln!(
+        s,
+        "Time from process start to serving (median of the starts): cold, with an empty \
+         compiled-component cache, **{:.0} ms**; warm, loading the cache, **{:.0} ms** \
+         ({:.1}x faster).",
+        f.startup_cold_ms,
+        f.startup_warm_ms,
+        f.startup_cold_ms / f.startup_warm_ms
+    );
+
+    if !micro.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Micro-benchmarks (criterion, `host/benches/hot_path.rs`)\n"
+        );
+        let _ = writeln!(s, "| benchmark | median |\n|---|---:|");
+        for m in micro {
+            let _ = writeln!(s, "| {} | {} |", m.id, human_ns(m.median_ns));
+        }
+    }
+    s
+}
+
+/// `1234.5` ns as `1.23 µs`, and so on.
+pub fn human_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sys(label: &str, p50: f64, rps: f64, peak_kib: u64) -> SystemFigures {
+        SystemFigures {
+            label: label.into(),
+            p50_us: p50,
+            p99_us: p50 * 2.0,
+            max_rps: rps,
+            rss_peak_kib: peak_kib,
+            ..SystemFigures::default()
+        }
+    }
+
+    fn figures() -> Figures {
+        Figures {
+            systems: vec![
+                sys("direct to the mock upstream", 100.0, 20000.0, 5000),
+                sys("nginx proxy_pass (keepalive)", 150.0, 10000.0, 5000),
+                sys("gateway, 0 plugins", 140.0, 9000.0, 30000),
+                sys("gateway, 5 no-op plugins", 155.0, 8000.0, 40000),
+                sys("gateway, 5 realistic plugins", 200.0, 7000.0, 60000),
+                sys(
+                    "gateway, 5 realistic, per-request instances",
+                    230.0,
+                    5000.0,
+                    70000,
+                ),
+            ],
+            ..Figures::default()
+        }
+    }
+
+    #[test]
+    fn targets_are_judged_from_the_figures() {
+        let t = targets(&figures());
+        assert_eq!(t.len(), 5);
+        // added p50: 100 vs nginx 50 = 2x: missed.
+        assert!(!t[0].met, "{t:?}");
+        // +15 µs and 89 % of the throughput: met.
+        assert!(t[1].met, "{t:?}");
+        // 7000 / 10000 = 0.7: met.
+        assert!(t[2].met, "{t:?}");
+        // 60000 KiB = 58.6 MiB: met.
+        assert!(t[3].met, "{t:?}");
+        // 5000 / 7000 = 71 %: missed.
+        assert!(!t[4].met, "{t:?}");
+    }
+
+    #[test]
+    fn the_report_names_every_system_and_target() {
+        let text = render(&figures(), &[], &Provenance::default());
+        for s in &figures().systems {
+            assert!(text.contains(&s.label), "{}", s.label);
+        }
+        assert!(text.contains("| **no** |") && text.contains("| yes |"));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_ns(512.0), "512 ns");
+        assert_eq!(human_ns(2_500.0), "2.50 µs");
+        assert_eq!(human_ns(3_000_000.0), "3.00 ms");
+    }
+}

@@ -1,0 +1,23 @@
+//! `noop`: a plugin whose pre-hook and post-hook hand the request and the response back
+//! unchanged. It measures what a hook call itself costs (the benchmarks' "5 no-op plugins").
+
+use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result};
+
+/// Does nothing, in both hooks.
+#[derive(Debug)]
+pub struct Noop;
+
+#[wasmgate_sdk::plugin]
+impl Plugin for Noop {
+    fn init(_config: &str) -> Result<Self> {
+        Ok(Noop)
+    }
+
+    fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+        Ok(PreOutcome::Continue(req))
+    }
+
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+        Ok(outcome)
+    }
+}
