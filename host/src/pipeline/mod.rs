@@ -39,7 +39,7 @@ use crate::hooks::{
 };
 use crate::providers::Providers;
 use crate::registry::{Chain, Link, Registry};
-use crate::runtime::{FailureKind, HookFailure, PluginInstance};
+use crate::runtime::{FailureKind, HookFailure, LoadedPlugin, PluginInstance, checkout_all};
 use crate::stream::{ChatStream, StreamChunk};
 
 /// How a request (plain or streamed) got past the pre-hooks and the provider.
@@ -156,6 +156,50 @@ impl Session {
         result
     }
 
+    /// Checks out, all at once, an instance for every link that has none yet (see
+    /// [`checkout_all`]). Only running out of instance capacity is an error here: any other
+    /// failure leaves the slots empty, and each hook then checks out lazily and applies its
+    /// plugin's failure policy.
+    async fn reserve(&mut self) -> Result<(), GatewayError> {
+        let missing: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                // A quarantined plugin is refused at its hook without an instance.
+                self.slots[i].is_none()
+                    && !self.failed[i]
+                    && !self.chain.links[i].plugin.quarantine().quarantined
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let plugins: Vec<&Arc<LoadedPlugin>> = missing
+            .iter()
+            .map(|&i| &self.chain.links[i].plugin)
+            .collect();
+        match checkout_all(&plugins).await {
+            Ok(instances) => {
+                for (i, instance) in missing.into_iter().zip(instances) {
+                    self.slots[i] = Some(instance);
+                }
+                Ok(())
+            }
+            Err(failure) if failure.kind == FailureKind::Capacity => {
+                // Plugins without an instance sit this request out, the error stage included
+                // (it would only queue again).
+                for i in missing {
+                    self.failed[i] = true;
+                }
+                tracing::warn!(
+                    request_id = self.ctx.id(),
+                    plugin = failure.plugin,
+                    "{failure}"
+                );
+                Err(plugin_error(&failure).with_header("retry-after", "1"))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Makes sure link `i` has an instance for this request, unless the plugin is quarantined.
     async fn ensure_instance(&mut self, i: usize, hook: Hook) -> Result<(), HookFailure> {
         let plugin = &self.chain.links[i].plugin;
@@ -212,7 +256,10 @@ impl Drop for Session {
 
 /// The error a client gets when a `fail-closed` plugin fails.
 fn plugin_error(failure: &HookFailure) -> GatewayError {
-    let status = if failure.kind == FailureKind::Quarantined {
+    let status = if matches!(
+        failure.kind,
+        FailureKind::Quarantined | FailureKind::Capacity
+    ) {
         503
     } else {
         500
@@ -340,6 +387,7 @@ impl Pipeline {
             .with_code(FailureKind::Instantiate.code())
             .no_fallbacks());
         }
+        session.reserve().await?;
         for i in 0..session.chain.links.len() {
             if !session.chain.links[i].hooks.transport_interceptor {
                 continue;
@@ -436,6 +484,7 @@ impl Pipeline {
         req: ChatRequest,
         stream: bool,
     ) -> Result<Started, GatewayError> {
+        session.reserve().await?;
         let mut targets = vec![req.target()];
         targets.extend(req.fallbacks.iter().cloned());
         let mut last = None;

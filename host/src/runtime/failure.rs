@@ -31,6 +31,9 @@ pub enum FailureKind {
     Instantiate,
     /// The plugin is quarantined after repeated failures; it was not called.
     Quarantined,
+    /// Every instance the runtime allows was in use and none was freed in time (load, not the
+    /// plugin's fault: never counted towards quarantine).
+    Capacity,
 }
 
 impl FailureKind {
@@ -38,7 +41,10 @@ impl FailureKind {
     pub fn poisons_instance(self) -> bool {
         !matches!(
             self,
-            FailureKind::GuestError | FailureKind::InvalidOutput | FailureKind::Quarantined
+            FailureKind::GuestError
+                | FailureKind::InvalidOutput
+                | FailureKind::Quarantined
+                | FailureKind::Capacity
         )
     }
 
@@ -55,6 +61,7 @@ impl FailureKind {
             FailureKind::Trap => "plugin_trap",
             FailureKind::Instantiate => "plugin_unavailable",
             FailureKind::Quarantined => "plugin_quarantined",
+            FailureKind::Capacity => "plugin_capacity_exhausted",
         }
     }
 }

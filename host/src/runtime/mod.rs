@@ -9,6 +9,7 @@
 
 mod bindings;
 mod cache;
+mod capacity;
 mod failure;
 mod grants;
 mod host;
@@ -29,7 +30,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use failure::{FailureKind, HookFailure};
 pub use grants::{DirGrant, Grants};
 pub use limits::Limits;
-pub use plugin::{Isolation, LoadedPlugin, PluginInstance, PluginSetup};
+pub use plugin::{Isolation, LoadedPlugin, PluginInstance, PluginSetup, checkout_all};
 pub use quarantine::{QuarantinePolicy, QuarantineStatus};
 pub use stats::{HookSnapshot, LatencyHistogram, PluginStats, StatsSnapshot};
 
@@ -69,7 +70,7 @@ pub struct RuntimeOptions {
 impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
-            max_instances: 256,
+            max_instances: 1024,
             max_memory_bytes: 512 << 20,
             max_wasm_stack_bytes: 8 << 20,
             max_idle_per_plugin: 64,
@@ -116,6 +117,7 @@ pub struct Runtime {
     ticker: Arc<std::sync::Mutex<Vec<wasmtime::EngineWeak>>>,
     kv: Arc<KvStore>,
     options: RuntimeOptions,
+    capacity: capacity::Capacity,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -147,6 +149,9 @@ impl Runtime {
                 options.kv_max_value_bytes,
             )),
             options,
+            capacity: capacity::Capacity::new(
+                usize::try_from(options.max_instances.max(1)).unwrap_or(usize::MAX),
+            ),
         };
         // The default engine is created eagerly so a broken setup fails at startup.
         runtime.flavor(Limits::default().stack_bytes)?;
@@ -223,6 +228,16 @@ impl Runtime {
     /// The runtime settings.
     pub fn options(&self) -> &RuntimeOptions {
         &self.options
+    }
+
+    /// The instance budget shared by all plugins.
+    pub(super) fn capacity(&self) -> &capacity::Capacity {
+        &self.capacity
+    }
+
+    /// Instances that can still be created without waiting for another to be dropped.
+    pub fn free_instances(&self) -> usize {
+        self.capacity.available()
     }
 
     /// The key-value store shared by all plugins.

@@ -10,6 +10,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
 use super::bindings::{self, OutputSize, Plugin, PluginPre};
+use super::capacity::Permit;
 use super::failure::{FailureKind, HookFailure};
 use super::grants::Grants;
 use super::host::HostState;
@@ -105,7 +106,12 @@ impl LoadedPlugin {
             isolation,
         } = setup;
         let name: Arc<str> = Arc::from(name);
-        let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits, &grants)
+        let permit = runtime
+            .capacity()
+            .acquire(Instant::now() + limits.timeout())
+            .await
+            .ok_or_else(|| anyhow::anyhow!("{}", capacity_detail(&runtime)))?;
+        let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits, &grants, permit)
             .await
             .map_err(|f| anyhow::anyhow!("{}", f.detail))?;
         let reported_name = first
@@ -146,6 +152,7 @@ impl LoadedPlugin {
             .stats
             .record(Hook::Init, first.last_elapsed, first.last_fuel, None);
         plugin.pool().idle.push(first);
+        plugin.runtime.capacity().register(&plugin);
         Ok(plugin)
     }
 
@@ -222,27 +229,85 @@ impl LoadedPlugin {
     /// instance taken has never served a request, and a replacement is started in the
     /// background.
     pub async fn checkout(self: &Arc<Self>) -> Result<PluginInstance, HookFailure> {
-        let warm = {
-            let mut pool = self.pool();
-            pool.busy += 1;
-            pool.idle.pop()
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout();
+        let capacity = self.runtime.capacity();
+        let permit = loop {
+            // Armed before looking, so an instance given back meanwhile is not missed.
+            let changed = capacity.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(instance) = self.take_idle() {
+                return Ok(instance);
+            }
+            if let Some(permit) = capacity.try_acquire() {
+                break permit;
+            }
+            // The budget is spent: free the place of another plugin's idle instance, and wait
+            // for a place or for an instance of this plugin to come back.
+            capacity.evict_one();
+            tokio::select! {
+                () = &mut changed => {}
+                permit = capacity.acquire(deadline) => match permit {
+                    Some(permit) => break permit,
+                    None => {
+                        // Not the plugin's doing: counted, but never a step towards quarantine.
+                        let failure = HookFailure {
+                            plugin: self.name.to_string(),
+                            hook: Hook::Init,
+                            kind: FailureKind::Capacity,
+                            detail: capacity_detail(&self.runtime),
+                        };
+                        self.stats
+                            .record(Hook::Init, started.elapsed(), 0, Some(failure.kind));
+                        return Err(failure);
+                    }
+                },
+            }
         };
-        if self.isolation == Isolation::PerRequest {
-            self.replenish();
-        }
-        if let Some(instance) = warm {
-            return Ok(instance);
-        }
+        self.pool().busy += 1;
         // Creating an instance awaits; if this future is dropped before it ends, the busy
         // count taken above is given back all the same.
         let mut busy = BusyGuard(Some(self));
-        let instance = self.create().await?;
+        let instance = self.create(permit).await?;
         busy.0 = None;
         Ok(instance)
     }
 
-    /// Creates and initialises one instance, counting it (and its failure) in the stats.
-    async fn create(&self) -> Result<PluginInstance, HookFailure> {
+    /// Takes an idle instance without waiting, if there is one (counted busy; under
+    /// per-request isolation a replacement is started in the background).
+    pub fn take_idle(self: &Arc<Self>) -> Option<PluginInstance> {
+        let instance = {
+            let mut pool = self.pool();
+            let instance = pool.idle.pop()?;
+            pool.busy += 1;
+            instance
+        };
+        if self.isolation == Isolation::PerRequest {
+            self.replenish();
+        }
+        Some(instance)
+    }
+
+    /// Gives back an instance that was checked out but never called (a reservation undone):
+    /// it goes back to the pool whatever the isolation, since no request touched it.
+    pub fn put_back_unused(self: &Arc<Self>, instance: PluginInstance) {
+        {
+            let mut pool = self.pool();
+            if !pool.retired && pool.idle.len() < self.runtime.options().max_idle_per_plugin {
+                pool.idle.push(instance);
+                pool.busy = pool.busy.saturating_sub(1);
+                drop(pool);
+                self.runtime.capacity().notify_changed();
+                return;
+            }
+        }
+        self.dispose(instance);
+    }
+
+    /// Creates and initialises one instance in the place `permit` holds, counting it (and its
+    /// failure) in the stats.
+    async fn create(&self, permit: Permit) -> Result<PluginInstance, HookFailure> {
         let started = Instant::now();
         let created = PluginInstance::instantiate(
             &self.runtime,
@@ -250,6 +315,7 @@ impl LoadedPlugin {
             &self.pre,
             self.limits,
             &self.grants,
+            permit,
         )
         .await;
         let mut instance = match created {
@@ -289,9 +355,14 @@ impl LoadedPlugin {
             }
             pool.busy += 1;
         }
+        // Only with a free place: requests come first, and create on demand if they must.
+        let Some(permit) = self.runtime.capacity().try_acquire() else {
+            self.release();
+            return;
+        };
         let plugin = self.clone();
         handle.spawn(async move {
-            match plugin.create().await {
+            match plugin.create(permit).await {
                 Ok(instance) => {
                     let spare = {
                         let mut pool = plugin.pool();
@@ -334,9 +405,17 @@ impl LoadedPlugin {
             {
                 pool.idle.push(instance);
                 pool.busy = pool.busy.saturating_sub(1);
+                drop(pool);
+                self.runtime.capacity().notify_changed();
                 return;
             }
         }
+        self.dispose(instance);
+    }
+
+    /// Cleans up and drops an instance that was counted busy (in the background), then gives
+    /// the busy count back.
+    fn dispose(self: &Arc<Self>, instance: PluginInstance) {
         let plugin = self.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
@@ -347,6 +426,21 @@ impl LoadedPlugin {
             }
             Err(_) => self.release(),
         }
+    }
+
+    /// Gives up one idle instance (cleaned up, then dropped) so its place in the runtime's
+    /// instance budget goes to another plugin's request. Returns whether there was one.
+    pub(super) fn evict_idle(self: &Arc<Self>) -> bool {
+        let instance = {
+            let mut pool = self.pool();
+            let Some(instance) = pool.idle.pop() else {
+                return false;
+            };
+            pool.busy += 1;
+            instance
+        };
+        self.dispose(instance);
+        true
     }
 
     /// Retires the plugin: no instance goes back to the pool any more, and `cleanup` runs on
@@ -535,6 +629,45 @@ impl LoadedPlugin {
     }
 }
 
+/// Checks out one instance of each of `plugins` (one request's chain), all or none. Idle
+/// instances are taken without waiting; when one is missing, the ones taken are given back and
+/// the request queues, one at a time across the runtime, to create what it lacks. So requests
+/// never hold some instances while waiting for others held by requests doing the same, which
+/// could stall them all once the runtime's instance budget is spent.
+pub async fn checkout_all(
+    plugins: &[&Arc<LoadedPlugin>],
+) -> Result<Vec<PluginInstance>, HookFailure> {
+    let mut taken = Vec::with_capacity(plugins.len());
+    for plugin in plugins {
+        match plugin.take_idle() {
+            Some(instance) => taken.push(instance),
+            None => break,
+        }
+    }
+    if taken.len() == plugins.len() {
+        return Ok(taken);
+    }
+    for (plugin, instance) in plugins.iter().zip(taken.drain(..)) {
+        plugin.put_back_unused(instance);
+    }
+    let Some(first) = plugins.first() else {
+        return Ok(taken);
+    };
+    let _one_at_a_time = first.runtime.capacity().gate().await;
+    for plugin in plugins {
+        match plugin.checkout().await {
+            Ok(instance) => taken.push(instance),
+            Err(failure) => {
+                for (plugin, instance) in plugins.iter().zip(taken.drain(..)) {
+                    plugin.put_back_unused(instance);
+                }
+                return Err(failure);
+            }
+        }
+    }
+    Ok(taken)
+}
+
 /// Gives back a checkout's busy count when dropped, unless defused (its `Option` emptied).
 struct BusyGuard<'a>(Option<&'a LoadedPlugin>);
 
@@ -554,6 +687,9 @@ pub struct PluginInstance {
     poisoned: bool,
     last_elapsed: Duration,
     last_fuel: u64,
+    /// Its place in the runtime's instance budget; declared last so it is given back only
+    /// after the store (and its pool slot) is gone.
+    _permit: Permit,
 }
 
 impl PluginInstance {
@@ -563,6 +699,7 @@ impl PluginInstance {
         pre: &PluginPre<HostState>,
         limits: Limits,
         grants: &Grants,
+        permit: Permit,
     ) -> Result<Self, HookFailure> {
         let state = HostState::new(
             name.clone(),
@@ -611,6 +748,7 @@ impl PluginInstance {
             poisoned: false,
             last_elapsed: Duration::ZERO,
             last_fuel: 0,
+            _permit: permit,
         })
     }
 
@@ -695,6 +833,16 @@ impl PluginInstance {
             }
         }
     }
+}
+
+/// What a request is told when no instance could be had in time.
+fn capacity_detail(runtime: &Runtime) -> String {
+    format!(
+        "no instance could be created in time: all {} plugin instances the runtime allows are \
+         in use by other requests (runtime.max_instances). Retry later, or raise \
+         runtime.max_instances",
+        runtime.capacity().total()
+    )
 }
 
 /// Arms a store for one call: fresh fuel, a fresh deadline, cleared limit flags.

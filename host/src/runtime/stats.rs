@@ -11,7 +11,7 @@ use super::failure::FailureKind;
 use crate::hooks::Hook;
 
 /// Every failure kind a call can end in, in the order of `HookStats::failures`.
-const KINDS: [FailureKind; 9] = [
+const KINDS: [FailureKind; 10] = [
     FailureKind::GuestError,
     FailureKind::InvalidOutput,
     FailureKind::OutputTooLarge,
@@ -21,6 +21,7 @@ const KINDS: [FailureKind; 9] = [
     FailureKind::StackOverflow,
     FailureKind::Trap,
     FailureKind::Instantiate,
+    FailureKind::Capacity,
 ];
 
 /// Histogram buckets: four per power of two of nanoseconds (≤ 19 % relative error).

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use wasmgate::runtime::Isolation;
-use wasmgate_e2e::{TestGateway, artifacts, chat_body, plugin};
+use wasmgate_e2e::{TestGateway, artifacts, chat_body, plugin, scripted, trace_of};
 
 async fn gateway(isolation: Isolation) -> TestGateway {
     let mut remember = plugin("remember", artifacts::REMEMBER, json!({}));
@@ -57,5 +57,96 @@ async fn per_request_instances_never_see_an_earlier_request() {
         created >= 14,
         "only {created} instances for 14 requests: {status}"
     );
+    gw.stop().await;
+}
+
+/// Three plugins on a runtime that allows `max_instances` instances, with `timeout_ms` limits.
+async fn small_runtime(max_instances: u32, timeout_ms: u64) -> TestGateway {
+    TestGateway::start_with(|config| {
+        config.runtime.max_instances = max_instances;
+        config.plugins = ["A", "B", "C"]
+            .into_iter()
+            .map(|name| {
+                let mut p = scripted(name, json!({}));
+                p.limits.timeout_ms = Some(timeout_ms);
+                p
+            })
+            .collect();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn requests_beyond_the_instance_budget_queue_instead_of_failing() {
+    // Room for two requests' chains at a time; twelve at once must all be served, none of the
+    // plugins quarantined.
+    let gw = small_runtime(6, 5_000).await;
+    let gw_ref = &gw;
+    let answers = futures::future::join_all((0..12).map(|i| async move {
+        gw_ref
+            .chat(&chat_body("mock/slow-30", &format!("request {i}")))
+            .await
+    }));
+    for (status, body) in answers.await {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            trace_of(&body),
+            "A.transport,B.transport,C.transport,A.pre,B.pre,C.pre,C.post,B.post,A.post"
+        );
+    }
+    for name in ["A", "B", "C"] {
+        let status = gw.plugin_status(name).await;
+        assert_eq!(status["quarantine"]["quarantined"], false, "{status}");
+        let created = status["stats"]["instances_created"].as_u64().unwrap_or(0);
+        assert!(created <= 6, "{name}: {created} instances, over the budget");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_get_an_instance_in_time_is_told_to_retry() {
+    // One chain fits; the first request holds it for a second at the provider, the second
+    // waits for its plugins' 300 ms and is refused with a 503 naming the limit.
+    let gw = small_runtime(3, 300).await;
+    let hold = chat_body("mock/slow-1500", "hold the instances");
+    let holder = gw.chat(&hold);
+    let refused = async {
+        // Wait until the holder has its three instances out.
+        loop {
+            let busy = gw.plugin_status("C").await["busy_instances"].as_u64();
+            if busy == Some(1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let resp = gw
+            .post(
+                "/v1/chat/completions",
+                chat_body("mock/echo", "no room").to_string(),
+                &[],
+            )
+            .await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body: Value = resp.json().await.expect("a JSON error");
+        (status, headers, body)
+    };
+    let ((held_status, held), (status, headers, body)) = tokio::join!(holder, refused);
+    assert_eq!(held_status, 200, "{held}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_capacity_exhausted", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("runtime.max_instances"), "{message}");
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.to_str().unwrap_or("")),
+        Some("1")
+    );
+    // Not the plugins' fault: none is quarantined, and the next request is served.
+    for name in ["A", "B", "C"] {
+        let status = gw.plugin_status(name).await;
+        assert_eq!(status["quarantine"]["quarantined"], false, "{status}");
+    }
+    let (status, body) = gw.chat(&chat_body("mock/echo", "room again")).await;
+    assert_eq!(status, 200, "{body}");
     gw.stop().await;
 }
