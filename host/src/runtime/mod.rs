@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 mod capacity;
+mod epoch;
 mod failure;
 mod grants;
 mod host;
@@ -20,7 +21,6 @@ mod quarantine;
 mod stats;
 
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -41,9 +41,6 @@ use host::HostState;
 pub const WORLD_PACKAGE: &str = "wasmgate:plugin";
 /// The version of the plugin world this gateway speaks (`wit/plugin.wit`).
 pub const WORLD_VERSION: &str = "0.2.0";
-
-/// How often the epoch ticker advances; the granularity of wall-clock deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Process-wide runtime settings (per-plugin limits are in [`Limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,7 +111,7 @@ impl std::fmt::Debug for Compiled {
 pub struct Runtime {
     flavors: std::sync::Mutex<Vec<Arc<Flavor>>>,
     cache_dir: Option<std::path::PathBuf>,
-    ticker: Arc<std::sync::Mutex<Vec<wasmtime::EngineWeak>>>,
+    ticker: epoch::Ticker,
     kv: Arc<KvStore>,
     options: RuntimeOptions,
     capacity: capacity::Capacity,
@@ -138,8 +135,7 @@ impl Runtime {
         options: RuntimeOptions,
         cache_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Arc<Self>> {
-        let ticker = Arc::new(std::sync::Mutex::new(Vec::new()));
-        spawn_epoch_ticker(ticker.clone());
+        let ticker = epoch::Ticker::start();
         let runtime = Self {
             flavors: std::sync::Mutex::new(Vec::new()),
             cache_dir: cache_dir.map(std::path::Path::to_path_buf),
@@ -211,10 +207,7 @@ impl Runtime {
                 })
                 .ok()
         });
-        self.ticker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(engine.weak());
+        self.ticker.add(&engine);
         let flavor = Arc::new(Flavor {
             stack_bytes,
             engine,
@@ -228,6 +221,11 @@ impl Runtime {
     /// The runtime settings.
     pub fn options(&self) -> &RuntimeOptions {
         &self.options
+    }
+
+    /// The epoch ticker, to be kept ticking around every entry into wasm.
+    pub(super) fn ticker(&self) -> &epoch::Ticker {
+        &self.ticker
     }
 
     /// The instance budget shared by all plugins.
@@ -450,26 +448,6 @@ fn newer(a: &str, b: &str) -> bool {
 
 /// Advances the epoch of every engine each tick, for as long as the runtime lives: one thread
 /// for the whole process's plugins, holding only weak handles.
-fn spawn_epoch_ticker(engines: Arc<std::sync::Mutex<Vec<wasmtime::EngineWeak>>>) {
-    let runtime_alive = Arc::downgrade(&engines);
-    drop(engines);
-    let spawned = thread::Builder::new()
-        .name("wasm-epoch-ticker".into())
-        .spawn(move || {
-            while let Some(engines) = runtime_alive.upgrade() {
-                let weak = engines.lock().map(|e| e.clone()).unwrap_or_default();
-                drop(engines);
-                for engine in weak.iter().filter_map(wasmtime::EngineWeak::upgrade) {
-                    engine.increment_epoch();
-                }
-                thread::sleep(EPOCH_TICK);
-            }
-        });
-    if let Err(err) = spawned {
-        tracing::error!("could not start the epoch ticker; plugin deadlines will not fire: {err}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

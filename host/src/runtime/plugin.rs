@@ -11,6 +11,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::Runtime;
 use super::bindings::{self, OutputSize, Plugin, PluginPre};
 use super::capacity::Permit;
+use super::epoch::Ticker;
 use super::failure::{FailureKind, HookFailure};
 use super::grants::Grants;
 use super::host::HostState;
@@ -687,6 +688,8 @@ pub struct PluginInstance {
     poisoned: bool,
     last_elapsed: Duration,
     last_fuel: u64,
+    /// Ticks while this instance runs wasm (deadlines need the epoch to move).
+    ticker: Ticker,
     /// Its place in the runtime's instance budget; declared last so it is given back only
     /// after the store (and its pool slot) is gone.
     _permit: Permit,
@@ -725,7 +728,10 @@ impl PluginInstance {
             }
         });
         prepare(&mut store, limits, None);
-        let bindings = pre.instantiate_async(&mut store).await.map_err(|e| {
+        let ticking = runtime.ticker().ticking();
+        let instantiated = pre.instantiate_async(&mut store).await;
+        drop(ticking);
+        let bindings = instantiated.map_err(|e| {
             let kind = classify(&store, &e);
             HookFailure {
                 plugin: name.to_string(),
@@ -748,6 +754,7 @@ impl PluginInstance {
             poisoned: false,
             last_elapsed: Duration::ZERO,
             last_fuel: 0,
+            ticker: runtime.ticker().clone(),
             _permit: permit,
         })
     }
@@ -784,7 +791,9 @@ impl PluginInstance {
         // Poisoned while the call runs: if its future is dropped half-way (the client went
         // away), the instance is in an unknown state and must never be reused.
         self.poisoned = true;
+        let ticking = self.ticker.ticking();
         let result = f(&self.bindings, &mut self.store).await;
+        drop(ticking);
         self.poisoned = false;
         self.last_elapsed = started.elapsed();
         self.last_fuel = self
