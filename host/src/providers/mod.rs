@@ -3,8 +3,10 @@
 //! One file per provider; [`Provider`] is the closed set the config can name (serde-tagged by
 //! `type`), and [`Providers`] routes a request by its provider key.
 
+mod keys;
 mod mock;
 mod openai;
+mod retry;
 
 use std::collections::BTreeMap;
 
@@ -14,8 +16,10 @@ use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::GatewayError;
 use crate::stream::ChatStream;
 
+pub use keys::KeyConfig;
 pub use mock::MockConfig;
 pub use openai::OpenAiConfig;
+pub use retry::RetryConfig;
 
 /// A provider's configuration, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

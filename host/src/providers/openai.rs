@@ -1,6 +1,7 @@
 //! An OpenAI-compatible upstream (OpenAI, Azure-style base URLs, vLLM, Ollama, Groq, ...):
-//! `POST {base_url}/chat/completions`, plain or streamed (server-sent events), with the key read
-//! from an env variable.
+//! `POST {base_url}/chat/completions`, plain or streamed (server-sent events), with keys read
+//! from env variables and used by weight, and retries of rate limits, server errors and
+//! connection failures.
 
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use serde_json::Value;
 
 use tokio::sync::mpsc;
 
+use super::keys::{KeyConfig, KeyRing};
+use super::retry::{RetryConfig, retryable_status};
 use crate::chat::{ChatRequest, ChatResponse, Usage};
 use crate::error::GatewayError;
 use crate::stream::{CHUNK_BUFFER, ChatStream, StreamChunk};
@@ -133,9 +136,17 @@ pub struct OpenAiConfig {
     /// Base URL up to and including the version, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     /// Name of the environment variable holding the API key (none: no `Authorization` header,
-    /// as for a local vLLM or Ollama).
+    /// as for a local vLLM or Ollama). Shorthand for one entry of `keys`.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Several keys, each from an env variable with a weight: calls use them in turn in
+    /// proportion to their weights (a retry takes the next key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyConfig>,
+    /// Retries of 429, 500, 502, 503, 504 and connection failures before the error goes on to
+    /// the fallbacks.
+    #[serde(default)]
+    pub retries: RetryConfig,
     /// Timeout of one upstream call, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -149,7 +160,8 @@ pub struct OpenAiConfig {
 pub struct OpenAi {
     name: String,
     url: String,
-    api_key: Option<String>,
+    keys: KeyRing,
+    retries: RetryConfig,
     models: Vec<String>,
     client: reqwest::Client,
 }
@@ -173,12 +185,17 @@ impl OpenAi {
                 config.base_url
             );
         }
-        let api_key = match &config.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("the API key variable `{var}` named by api_key_env is not set")
-            })?),
-            None => None,
-        };
+        let mut key_configs = config.keys.clone();
+        if let Some(env) = &config.api_key_env {
+            key_configs.insert(
+                0,
+                KeyConfig {
+                    env: env.clone(),
+                    weight: 1,
+                },
+            );
+        }
+        let keys = KeyRing::from_env(&key_configs)?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .build()
@@ -186,7 +203,8 @@ impl OpenAi {
         Ok(Self {
             name: name.to_string(),
             url: format!("{base}/chat/completions"),
-            api_key,
+            keys,
+            retries: config.retries,
             models: config.models.clone(),
             client,
         })
@@ -209,21 +227,72 @@ impl OpenAi {
         self.models.clone()
     }
 
-    /// Sends `body` upstream; the error names the provider and says whether it timed out.
+    /// Sends `body` upstream, retrying rate limits, server errors and connection failures as
+    /// the provider's `retries` say (waiting as long as a `Retry-After` asks, within its cap);
+    /// returns the last answer, whatever its status. The error names the provider and says
+    /// whether it timed out. Timeouts are not retried: the upstream may still be working.
     async fn send(&self, body: &Value) -> Result<reqwest::Response, GatewayError> {
-        let mut call = self.client.post(&self.url).json(body);
-        if let Some(key) = &self.api_key {
-            call = call.bearer_auth(key);
-        }
-        call.send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else {
-                "could not be reached"
+        let body = serde_json::to_vec(body).map_err(|e| {
+            GatewayError::new(
+                500,
+                format!("encoding the request for `{}`: {e}", self.name),
+            )
+        })?;
+        let mut retry = 0;
+        loop {
+            let mut call = self
+                .client
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if let Some(key) = self.keys.next() {
+                call = call.bearer_auth(key);
+            }
+            let (wait, outcome) = match call.send().await {
+                Ok(response) if retryable_status(response.status().as_u16()) => {
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    (
+                        self.retries.delay(retry, retry_after.as_deref()),
+                        Ok(response),
+                    )
+                }
+                Ok(response) => return Ok(response),
+                Err(e) if e.is_connect() => {
+                    (self.retries.delay(retry, None), Err(self.unreachable(&e)))
+                }
+                Err(e) => return Err(self.unreachable(&e)),
             };
-            GatewayError::new(502, format!("provider `{}` {what}: {e}", self.name))
-                .with_code("provider_unreachable")
-        })
+            let Some(wait) = wait else {
+                return outcome;
+            };
+            tracing::info!(
+                provider = self.name,
+                retry = retry + 1,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "retrying the upstream call: {}",
+                match &outcome {
+                    Ok(response) => format!("it answered HTTP {}", response.status().as_u16()),
+                    Err(err) => err.message.clone(),
+                }
+            );
+            drop(outcome);
+            tokio::time::sleep(wait).await;
+            retry += 1;
+        }
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> GatewayError {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else {
+            "could not be reached"
+        };
+        GatewayError::new(502, format!("provider `{}` {what}: {e}", self.name))
+            .with_code("provider_unreachable")
     }
 
     pub(super) async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {

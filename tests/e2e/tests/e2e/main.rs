@@ -15,5 +15,6 @@ mod metrics;
 mod ordering;
 mod pipeline;
 mod pipelines;
+mod providers;
 mod reload;
 mod streaming;

@@ -1,0 +1,146 @@
+//! Upstream retries: rate limits, server errors and connection failures are retried as the
+//! provider's `retries` say, waiting as long as a `Retry-After` asks within its cap; client
+//! errors are not; once the retries are spent the request goes on to its fallbacks. Every test
+//! counts the calls the fake upstream received rather than timing anything.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::{Value, json};
+use wasmgate_e2e::{TestGateway, chat_body, fake_upstream};
+
+/// A fake upstream answering its calls with `script` in turn (the last entry repeats): a status
+/// and an optional `Retry-After`. Returns its address and its call counter.
+async fn scripted_upstream(
+    script: Vec<(u16, Option<&'static str>)>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let script = Arc::new(script);
+    let addr = fake_upstream(move |Json(req): Json<Value>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let script = script.clone();
+        async move {
+            let (status, retry_after) = script[n.min(script.len() - 1)];
+            let mut headers = HeaderMap::new();
+            if let Some(value) = retry_after {
+                headers.insert("retry-after", HeaderValue::from_static(value));
+            }
+            let body = if status == 200 {
+                json!({
+                    "id": "chatcmpl-up", "object": "chat.completion", "created": 1,
+                    "model": req["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": format!("answer to call {}", n + 1)}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+                })
+            } else {
+                json!({"error": {"message": format!("scripted {status}"), "type": "scripted", "code": null}})
+            };
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                headers,
+                Json(body),
+            )
+        }
+    })
+    .await;
+    (addr, calls)
+}
+
+async fn gateway(upstream: std::net::SocketAddr, retries: Value) -> TestGateway {
+    TestGateway::start_with(|config| {
+        config.providers.insert(
+            "up".into(),
+            serde_json::from_value(json!({
+                "type": "openai",
+                "base_url": format!("http://{upstream}/v1"),
+                "retries": retries,
+            }))
+            .expect("provider config"),
+        );
+    })
+    .await
+}
+
+fn fast_retries(max: u32) -> Value {
+    json!({"max": max, "initial_backoff_ms": 1, "max_backoff_ms": 5, "max_retry_after_ms": 2000})
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_until_an_answer() {
+    let (upstream, calls) =
+        scripted_upstream(vec![(429, Some("0")), (503, None), (200, None)]).await;
+    let gw = gateway(upstream, fast_retries(2)).await;
+    let (status, body) = gw.chat(&chat_body("up/m", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "answer to call 3");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let (upstream, calls) = scripted_upstream(vec![(400, None), (200, None)]).await;
+    let gw = gateway(upstream, fast_retries(3)).await;
+    let (status, body) = gw.chat(&chat_body("up/m", "hi")).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("provider `up`") && message.contains("scripted 400"),
+        "{message}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn spent_retries_go_on_to_the_fallbacks() {
+    let (upstream, calls) = scripted_upstream(vec![(502, None)]).await;
+    let gw = gateway(upstream, fast_retries(2)).await;
+    let mut req = chat_body("up/m", "hi");
+    req["fallbacks"] = json!(["mock/echo"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "one call and two retries");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_cap_is_not_waited_for() {
+    // The upstream asks for two minutes; the cap is two seconds: no retry, straight to the
+    // client (or the fallbacks) with the provider named.
+    let (upstream, calls) = scripted_upstream(vec![(429, Some("120")), (200, None)]).await;
+    let gw = gateway(upstream, fast_retries(3)).await;
+    let (status, body) = gw.chat(&chat_body("up/m", "hi")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("provider `up`")),
+        "{body}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_falls_back_or_is_named() {
+    // A port nothing listens on: every attempt (retries included) fails to connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let gw = gateway(closed, fast_retries(2)).await;
+    let mut req = chat_body("up/m", "hi");
+    req["fallbacks"] = json!(["mock/echo"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
+    let (status, body) = gw.chat(&chat_body("up/m", "no fallback")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "provider_unreachable");
+    gw.stop().await;
+}
