@@ -12,6 +12,7 @@ mod isolation;
 mod limits;
 mod loading;
 mod metrics;
+mod openai_sdk;
 mod ordering;
 mod pipeline;
 mod pipelines;
