@@ -29,6 +29,10 @@ pub struct StreamChunk {
     pub finish_reason: Option<String>,
     /// Token accounting, on the final chunk when known.
     pub usage: Option<Usage>,
+    /// The delta's other fields, passed through untouched: `tool_calls` (a tool call's name
+    /// and its arguments in pieces), `refusal`, and whatever a provider adds. Plugins do not
+    /// see them; a chunk a plugin emits keeps the ones of the chunk it was given.
+    pub delta_extra: crate::chat::Extra,
 }
 
 /// A completion being streamed by a provider: the fields every chunk shares and a bounded
@@ -83,6 +87,9 @@ impl StreamHead {
         }
         if let Some(content) = &chunk.content {
             delta.insert("content".into(), json!(content));
+        }
+        for (key, value) in &chunk.delta_extra {
+            delta.entry(key.clone()).or_insert_with(|| value.clone());
         }
         let body = json!({
             "id": self.id,
@@ -145,6 +152,8 @@ impl StreamHead {
 pub struct Assembler {
     head: StreamHead,
     choices: BTreeMap<u32, (String, String, Option<String>)>,
+    /// Tool calls per choice, put together from their deltas (by their `index`).
+    tool_calls: BTreeMap<u32, Vec<Value>>,
     usage: Option<Usage>,
 }
 
@@ -175,10 +184,20 @@ impl Assembler {
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
         }
+        if let Some(deltas) = chunk
+            .delta_extra
+            .get("tool_calls")
+            .and_then(Value::as_array)
+        {
+            let calls = self.tool_calls.entry(chunk.choice).or_default();
+            for delta in deltas {
+                merge_tool_call(calls, delta);
+            }
+        }
     }
 
     /// The response as if it had not been streamed.
-    pub fn finish(self) -> ChatResponse {
+    pub fn finish(mut self) -> ChatResponse {
         ChatResponse {
             id: self.head.id,
             provider: self.head.provider,
@@ -189,10 +208,18 @@ impl Assembler {
                 .into_iter()
                 .map(|(index, (role, text, finish_reason))| Choice {
                     index,
-                    message: Message {
-                        role,
-                        content: Some(text),
-                        extra: Default::default(),
+                    message: {
+                        let mut extra = crate::chat::Extra::new();
+                        let calls = self.tool_calls.remove(&index).unwrap_or_default();
+                        if !calls.is_empty() {
+                            extra.insert("tool_calls".into(), Value::Array(calls));
+                        }
+                        Message {
+                            role,
+                            // A choice that only called tools has no text.
+                            content: (!text.is_empty() || extra.is_empty()).then_some(text),
+                            extra,
+                        }
                     },
                     finish_reason,
                     extra: Default::default(),
@@ -201,6 +228,42 @@ impl Assembler {
             usage: self.usage,
             extra: Default::default(),
         }
+    }
+}
+
+/// Adds one streamed tool-call delta to the calls put together so far: the first delta of a
+/// call (a new `index`) brings its id, type and name; later ones bring pieces of its arguments.
+fn merge_tool_call(calls: &mut Vec<Value>, delta: &Value) {
+    let index = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
+    let position = calls
+        .iter()
+        .position(|c| c.get("index").and_then(Value::as_u64) == Some(index));
+    let Some(position) = position else {
+        let mut call = delta.clone();
+        if call.pointer("/function/arguments").is_none()
+            && let Some(function) = call.get_mut("function").and_then(Value::as_object_mut)
+        {
+            function.insert("arguments".into(), json!(""));
+        }
+        calls.push(call);
+        return;
+    };
+    let call = &mut calls[position];
+    for key in ["id", "type"] {
+        if let Some(value) = delta.get(key).filter(|v| !v.is_null()) {
+            call[key] = value.clone();
+        }
+    }
+    if let Some(name) = delta.pointer("/function/name").and_then(Value::as_str) {
+        call["function"]["name"] = json!(name);
+    }
+    if let Some(piece) = delta.pointer("/function/arguments").and_then(Value::as_str) {
+        let so_far = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        call["function"]["arguments"] = json!(so_far + piece);
     }
 }
 
@@ -242,6 +305,64 @@ mod tests {
             assembler.push(&chunk);
         }
         assert_eq!(assembler.finish(), response);
+    }
+
+    #[test]
+    fn streamed_tool_calls_pass_through_and_reassemble() {
+        let delta = |v: Value| -> crate::chat::Extra { v.as_object().cloned().unwrap_or_default() };
+        let chunks = [
+            StreamChunk {
+                role: Some("assistant".into()),
+                delta_extra: delta(json!({"tool_calls": [
+                    {"index": 0, "id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": ""}},
+                    {"index": 1, "id": "call_2", "type": "function",
+                     "function": {"name": "get_time"}}]})),
+                ..StreamChunk::default()
+            },
+            StreamChunk {
+                delta_extra: delta(json!({"tool_calls": [
+                    {"index": 0, "function": {"arguments": "{\"city\":"}}]})),
+                ..StreamChunk::default()
+            },
+            StreamChunk {
+                delta_extra: delta(json!({"tool_calls": [
+                    {"index": 0, "function": {"arguments": "\"Paris\"}"}},
+                    {"index": 1, "function": {"arguments": "{}"}}]})),
+                ..StreamChunk::default()
+            },
+            StreamChunk {
+                finish_reason: Some("tool_calls".into()),
+                ..StreamChunk::default()
+            },
+        ];
+        // Sent to the client as OpenAI deltas, untouched.
+        let (body, _) = head().chunk_json(&chunks[1], false);
+        assert_eq!(
+            body["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":"
+        );
+        // Put back together for the post-hooks.
+        let mut assembler = Assembler::new(head());
+        for chunk in &chunks {
+            assembler.push(chunk);
+        }
+        let response = assembler.finish();
+        let message = &response.choices[0].message;
+        assert_eq!(
+            message.content, None,
+            "a choice that only called tools has no text"
+        );
+        let calls = &message.extra["tool_calls"];
+        assert_eq!(calls[0]["id"], "call_1");
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(calls[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(calls[1]["function"]["name"], "get_time");
+        assert_eq!(calls[1]["function"]["arguments"], "{}");
+        assert_eq!(
+            response.choices[0].finish_reason.as_deref(),
+            Some("tool_calls")
+        );
     }
 
     #[test]

@@ -42,7 +42,11 @@ impl Pipeline {
                     })
                     .await;
                 match result {
-                    Ok(ChunkOutcome::Emit(next)) => chunk = next,
+                    Ok(ChunkOutcome::Emit(mut next)) => {
+                        // Fields the plugin world does not model pass through untouched.
+                        next.delta_extra = std::mem::take(&mut chunk.delta_extra);
+                        chunk = next;
+                    }
                     Ok(ChunkOutcome::Drop) => continue 'chunks,
                     Ok(ChunkOutcome::Fail(err)) => {
                         ended = Some(err);

@@ -169,8 +169,7 @@ impl Mock {
                 choice: 0,
                 role: (i == 0).then(|| "assistant".to_string()),
                 content: Some(piece),
-                finish_reason: None,
-                usage: None,
+                ..StreamChunk::default()
             })
             .collect();
         chunks.push(StreamChunk {

@@ -97,6 +97,17 @@ fn chunks_of_event(event: &Value) -> Vec<StreamChunk> {
                         content: text(&delta, "content"),
                         finish_reason: text(c, "finish_reason"),
                         usage: None,
+                        delta_extra: delta
+                            .as_object()
+                            .map(|d| {
+                                d.iter()
+                                    .filter(|(k, v)| {
+                                        !matches!(k.as_str(), "role" | "content") && !v.is_null()
+                                    })
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     }
                 })
                 .collect()

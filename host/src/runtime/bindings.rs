@@ -359,6 +359,7 @@ pub(crate) fn chunk_outcome_from_wit(o: types::ChunkOutcome) -> Result<ChunkOutc
                 completion_tokens: u.completion_tokens,
                 total_tokens: u.total_tokens,
             }),
+            delta_extra: Default::default(),
         }),
         types::ChunkOutcome::Drop => ChunkOutcome::Drop,
         types::ChunkOutcome::Fail(e) => ChunkOutcome::Fail(error_from_wit(e)?),

@@ -90,6 +90,28 @@ r = client.chat.completions.create(
 )
 check(r.choices[0].message.content == "from upstream", f"after the tool: {r}")
 
+# A streamed tool call: the SDK's iterator gets the call's name first, then its arguments in
+# pieces (passed through the gateway untouched).
+stream = client.chat.completions.create(
+    model="up/gpt-4o-mini",
+    messages=[{"role": "user", "content": "Weather in Paris?"}],
+    tools=tools,
+    stream=True,
+)
+name, arguments, finish = None, "", None
+for chunk in stream:
+    if not chunk.choices:
+        continue
+    for call in chunk.choices[0].delta.tool_calls or []:
+        if call.function and call.function.name:
+            name = call.function.name
+        if call.function and call.function.arguments:
+            arguments += call.function.arguments
+    finish = chunk.choices[0].finish_reason or finish
+check(name == "get_weather", f"streamed tool name: {name}")
+check(json.loads(arguments) == {"city": "Paris"}, f"streamed arguments: {arguments!r}")
+check(finish == "tool_calls", f"streamed finish reason: {finish}")
+
 # An error: a wrong key is refused by the auth plugin, and the SDK raises its own class with
 # the gateway's message.
 bad = openai.OpenAI(base_url=BASE, api_key="sk-wrong", max_retries=0)

@@ -11,37 +11,90 @@ use std::process::Command;
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use serde_json::{Value, json};
 use wasmgate_e2e::{TestGateway, artifacts, fake_upstream, plugin};
 
 const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
 
 /// An OpenAI-compatible upstream that calls `get_weather` when offered tools and no tool result
-/// came back yet, and answers "from upstream" otherwise.
+/// came back yet, and answers "from upstream" otherwise; streamed requests get the tool call as
+/// server-sent events, its arguments in two pieces, as OpenAI sends them.
 async fn tool_upstream() -> std::net::SocketAddr {
     fake_upstream(|Json(req): Json<Value>| async move {
         let messages = req["messages"].as_array().cloned().unwrap_or_default();
         let answered = messages.iter().any(|m| m["role"] == "tool");
-        let message = if req["tools"].is_array() && !answered {
+        let call = req["tools"].is_array() && !answered;
+        if req["stream"] == true {
+            return sse(&req, call).into_response();
+        }
+        let message = if call {
             json!({"role": "assistant", "content": null, "tool_calls": [{
                 "id": "call_abc123", "type": "function",
                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
         } else {
             json!({"role": "assistant", "content": "from upstream"})
         };
-        let finish = if message["tool_calls"].is_array() {
-            "tool_calls"
-        } else {
-            "stop"
-        };
+        let finish = if call { "tool_calls" } else { "stop" };
         Json(json!({
             "id": "chatcmpl-up", "object": "chat.completion", "created": 1_700_000_000,
             "model": req["model"], "system_fingerprint": "fp_up",
             "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
         }))
+        .into_response()
     })
     .await
+}
+
+/// The streamed answer: a tool call in pieces, or text.
+fn sse(req: &Value, call: bool) -> axum::response::Response {
+    let event = |choices: Value, usage: Value| {
+        json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": req["model"], "choices": choices, "usage": usage})
+    };
+    let mut events = if call {
+        vec![
+            event(
+                json!([{"index": 0, "finish_reason": null, "delta": {"role": "assistant", "content": null,
+                    "tool_calls": [{"index": 0, "id": "call_abc123", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": ""}}]}}]),
+                Value::Null,
+            ),
+            event(
+                json!([{"index": 0, "finish_reason": null, "delta": {"tool_calls": [
+                    {"index": 0, "function": {"arguments": "{\"city\":"}}]}}]),
+                Value::Null,
+            ),
+            event(
+                json!([{"index": 0, "finish_reason": null, "delta": {"tool_calls": [
+                    {"index": 0, "function": {"arguments": "\"Paris\"}"}}]}}]),
+                Value::Null,
+            ),
+            event(
+                json!([{"index": 0, "finish_reason": "tool_calls", "delta": {}}]),
+                Value::Null,
+            ),
+        ]
+    } else {
+        vec![
+            event(
+                json!([{"index": 0, "finish_reason": null, "delta": {"role": "assistant", "content": "from "}}]),
+                Value::Null,
+            ),
+            event(
+                json!([{"index": 0, "finish_reason": "stop", "delta": {"content": "upstream"}}]),
+                Value::Null,
+            ),
+        ]
+    };
+    events.push(event(
+        json!([]),
+        json!({"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}),
+    ));
+    let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    body.push_str("data: [DONE]\n\n");
+    ([("content-type", "text/event-stream")], body).into_response()
 }
 
 /// An upstream that is always overloaded.
@@ -147,7 +200,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
         "the SDK script failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(stdout.trim_end().ends_with("ok: 15 checks"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("ok: 18 checks"), "{stdout}");
     gw.stop().await;
 }
 
@@ -188,5 +241,46 @@ async fn curl_reads_a_stream_as_server_sent_events() {
         .collect();
     assert_eq!(content, "echo: stream to curl");
     assert!(events.len() >= 3, "not streamed: {text}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn tool_call_deltas_pass_through_a_plugin_that_edits_chunks() {
+    let up = tool_upstream().await;
+    let gw = TestGateway::start_with(|config| {
+        config.providers.insert(
+            "up".into(),
+            serde_json::from_value(
+                json!({"type": "openai", "base_url": format!("http://{up}/v1")}),
+            )
+            .expect("provider config"),
+        );
+        config.plugins = vec![wasmgate_e2e::scripted("A", json!({"chunk": "upper"}))];
+    })
+    .await;
+    let body = json!({"model": "up/gpt-4o-mini", "stream": true,
+                      "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+                      "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    let resp = gw.post("/v1/chat/completions", body.to_string(), &[]).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.expect("the stream");
+    let deltas: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|e| e["choices"][0].get("delta").cloned())
+        .collect();
+    let arguments: String = deltas
+        .iter()
+        .filter_map(|d| d["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(arguments, "{\"city\":\"Paris\"}", "{text}");
+    assert!(
+        deltas
+            .iter()
+            .any(|d| d["tool_calls"][0]["function"]["name"] == "get_weather"),
+        "{text}"
+    );
     gw.stop().await;
 }
