@@ -3,10 +3,13 @@
 //! One file per provider; [`Provider`] is the closed set the config can name (serde-tagged by
 //! `type`), and [`Providers`] routes a request by its provider key.
 
+mod anthropic;
 mod keys;
 mod mock;
 mod openai;
 mod retry;
+mod sse;
+mod upstream;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +19,7 @@ use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::GatewayError;
 use crate::stream::ChatStream;
 
+pub use anthropic::AnthropicConfig;
 pub use keys::KeyConfig;
 pub use mock::MockConfig;
 pub use openai::OpenAiConfig;
@@ -29,6 +33,8 @@ pub enum ProviderConfig {
     Mock(MockConfig),
     /// Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, Groq, ...).
     Openai(OpenAiConfig),
+    /// The Anthropic Messages API, translated to and from the OpenAI shape.
+    Anthropic(AnthropicConfig),
 }
 
 /// A ready provider.
@@ -38,6 +44,8 @@ pub enum Provider {
     Mock(mock::Mock),
     /// An OpenAI-compatible upstream.
     OpenAi(openai::OpenAi),
+    /// An Anthropic upstream.
+    Anthropic(anthropic::Anthropic),
 }
 
 impl Provider {
@@ -47,6 +55,9 @@ impl Provider {
         Ok(match config {
             ProviderConfig::Mock(c) => Provider::Mock(mock::Mock::new(name, c.clone())),
             ProviderConfig::Openai(c) => Provider::OpenAi(openai::OpenAi::new(name, c)?),
+            ProviderConfig::Anthropic(c) => {
+                Provider::Anthropic(anthropic::Anthropic::new(name, c)?)
+            }
         })
     }
 
@@ -54,6 +65,7 @@ impl Provider {
         match self {
             Provider::Mock(p) => p.chat(req).await,
             Provider::OpenAi(p) => p.chat(req).await,
+            Provider::Anthropic(p) => p.chat(req).await,
         }
     }
 
@@ -61,6 +73,7 @@ impl Provider {
         match self {
             Provider::Mock(p) => p.chat_stream(req).await,
             Provider::OpenAi(p) => p.chat_stream(req).await,
+            Provider::Anthropic(p) => p.chat_stream(req).await,
         }
     }
 
@@ -69,6 +82,7 @@ impl Provider {
         match self {
             Provider::Mock(p) => p.check_model(model),
             Provider::OpenAi(p) => p.check_model(model),
+            Provider::Anthropic(p) => p.check_model(model),
         }
     }
 
@@ -76,6 +90,7 @@ impl Provider {
         match self {
             Provider::Mock(p) => p.models(),
             Provider::OpenAi(p) => p.models(),
+            Provider::Anthropic(p) => p.models(),
         }
     }
 }

@@ -3,6 +3,7 @@
 #![expect(clippy::expect_used, reason = "tests and their helpers fail loudly")]
 
 mod admin;
+mod anthropic;
 mod catalogue_limits;
 mod catalogue_text;
 mod examples;

@@ -1,0 +1,242 @@
+//! The HTTP side every remote provider shares: one pooled client per provider with its
+//! timeout, the keys used by weight, the retries, and the mapping of failures and upstream error
+//! bodies to gateway errors that name the provider.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::keys::{KeyConfig, KeyRing};
+use super::retry::{RetryConfig, retryable_status};
+use crate::error::GatewayError;
+
+/// How a provider's key is presented.
+#[derive(Debug, Clone)]
+pub(super) enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI and compatibles).
+    Bearer,
+    /// `x-api-key: <key>` and `anthropic-version` (the Anthropic Messages API).
+    Anthropic {
+        /// The API version header's value.
+        version: String,
+    },
+}
+
+/// A remote provider's endpoint and HTTP client.
+pub(super) struct Upstream {
+    /// The provider key, for messages.
+    pub(super) name: String,
+    url: String,
+    auth: Auth,
+    keys: KeyRing,
+    retries: RetryConfig,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The keys are never printed.
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything an [`Upstream`] is built from.
+pub(super) struct UpstreamConfig<'a> {
+    /// Base URL as configured.
+    pub(super) base_url: &'a str,
+    /// Path appended to it, e.g. `/chat/completions`.
+    pub(super) path: &'a str,
+    /// `api_key_env`, a shorthand for one key of weight 1.
+    pub(super) api_key_env: Option<&'a str>,
+    /// Weighted keys.
+    pub(super) keys: &'a [KeyConfig],
+    /// Timeout of one call, ms.
+    pub(super) timeout_ms: u64,
+    /// Retries.
+    pub(super) retries: RetryConfig,
+    /// How keys are presented.
+    pub(super) auth: Auth,
+}
+
+impl Upstream {
+    /// Checks the URL, reads the keys from their variables and builds the client; errors name
+    /// the variable or the URL at fault.
+    pub(super) fn new(name: &str, config: UpstreamConfig<'_>) -> anyhow::Result<Self> {
+        let base = config.base_url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            anyhow::bail!(
+                "base_url {:?} must start with http:// or https://",
+                config.base_url
+            );
+        }
+        let mut key_configs = config.keys.to_vec();
+        if let Some(env) = config.api_key_env {
+            key_configs.insert(
+                0,
+                KeyConfig {
+                    env: env.to_string(),
+                    weight: 1,
+                },
+            );
+        }
+        let keys = KeyRing::from_env(&key_configs)?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the HTTP client failed: {e}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            url: format!("{base}{}", config.path),
+            auth: config.auth,
+            keys,
+            retries: config.retries,
+            client,
+        })
+    }
+
+    /// Sends `body` upstream, retrying rate limits, server errors and connection failures as
+    /// the provider's `retries` say (waiting as long as a `Retry-After` asks, within its cap);
+    /// returns the last answer, whatever its status. The error names the provider and says
+    /// whether it timed out. Timeouts are not retried: the upstream may still be working.
+    pub(super) async fn send(&self, body: &Value) -> Result<reqwest::Response, GatewayError> {
+        let body = serde_json::to_vec(body).map_err(|e| {
+            GatewayError::new(
+                500,
+                format!("encoding the request for `{}`: {e}", self.name),
+            )
+        })?;
+        let mut retry = 0;
+        loop {
+            let mut call = self
+                .client
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            match (&self.auth, self.keys.next()) {
+                (Auth::Bearer, Some(key)) => call = call.bearer_auth(key),
+                (Auth::Anthropic { version }, key) => {
+                    call = call.header("anthropic-version", version.as_str());
+                    if let Some(key) = key {
+                        call = call.header("x-api-key", key);
+                    }
+                }
+                (Auth::Bearer, None) => {}
+            }
+            let (wait, outcome) = match call.send().await {
+                Ok(response) if retryable_status(response.status().as_u16()) => {
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    (
+                        self.retries.delay(retry, retry_after.as_deref()),
+                        Ok(response),
+                    )
+                }
+                Ok(response) => return Ok(response),
+                Err(e) if e.is_connect() => {
+                    (self.retries.delay(retry, None), Err(self.unreachable(&e)))
+                }
+                Err(e) => return Err(self.unreachable(&e)),
+            };
+            let Some(wait) = wait else {
+                return outcome;
+            };
+            tracing::info!(
+                provider = self.name,
+                retry = retry + 1,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "retrying the upstream call: {}",
+                match &outcome {
+                    Ok(response) => format!("it answered HTTP {}", response.status().as_u16()),
+                    Err(err) => err.message.clone(),
+                }
+            );
+            drop(outcome);
+            tokio::time::sleep(wait).await;
+            retry += 1;
+        }
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> GatewayError {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else {
+            "could not be reached"
+        };
+        GatewayError::new(502, format!("provider `{}` {what}: {e}", self.name))
+            .with_code("provider_unreachable")
+    }
+
+    /// Maps an upstream error body (OpenAI's `{"error": {"message", "type", "code"}}`, which
+    /// Anthropic's `{"type": "error", "error": {"type", "message"}}` matches too) to a gateway
+    /// error that names the provider; rate limits, overload and server errors allow fallbacks,
+    /// other client errors do not (Bifrost's decision matrix).
+    pub(super) fn upstream_error(&self, status: u16, body: &Value) -> GatewayError {
+        let detail = body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("no error message");
+        let mut err = GatewayError::new(
+            if (400..=599).contains(&status) {
+                status
+            } else {
+                502
+            },
+            format!("provider `{}` returned HTTP {status}: {detail}", self.name),
+        );
+        err.kind = body
+            .pointer("/error/type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        err.code = body
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if status == 429 || status >= 500 {
+            err
+        } else {
+            err.no_fallbacks()
+        }
+    }
+
+    /// A 502 for an answer that cannot be used, naming the provider.
+    pub(super) fn bad_response(&self, why: impl std::fmt::Display) -> GatewayError {
+        GatewayError::new(502, format!("provider `{}` {why}", self.name))
+            .with_code("provider_bad_response")
+    }
+
+    /// Reads a whole answer as JSON; an upstream error status becomes its gateway error.
+    pub(super) async fn json(&self, response: reqwest::Response) -> Result<Value, GatewayError> {
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| {
+            GatewayError::new(
+                502,
+                format!("provider `{}`: reading the response failed: {e}", self.name),
+            )
+            .with_code("provider_unreachable")
+        })?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            self.bad_response(format!(
+                "answered HTTP {status} with a body that is not JSON: {e}"
+            ))
+        })?;
+        if status >= 400 {
+            return Err(self.upstream_error(status, &value));
+        }
+        Ok(value)
+    }
+
+    /// The gateway error of an answer with an error status, its body read (for streams, whose
+    /// success is read differently).
+    pub(super) async fn error_of(&self, response: reqwest::Response) -> GatewayError {
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        self.upstream_error(status, &value)
+    }
+}
