@@ -202,43 +202,64 @@ fn serves_from_a_config_file_and_drains_then_cleans_up_on_sigterm() {
     );
 }
 
-#[test]
-fn the_openai_provider_sends_the_key_named_in_config_and_never_logs_it() {
+/// A fake upstream speaking OpenAI's wire format over a real socket, for `calls` requests (one
+/// connection each); returns its address and, once done, the raw requests it received.
+fn fake_upstream(calls: usize) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<String>>) {
     use std::io::{Read, Write};
-    // A one-shot fake upstream speaking OpenAI's wire format over a real socket.
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let upstream_addr = upstream.local_addr().expect("addr");
+    let addr = upstream.local_addr().expect("addr");
     let seen = std::thread::spawn(move || {
-        let (mut conn, _) = upstream.accept().expect("accept");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = conn.read(&mut chunk).expect("read");
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf);
-            if let Some(head_end) = text.find("\r\n\r\n") {
-                let len = text[..head_end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= head_end + 4 + len {
+        let mut requests = Vec::new();
+        for _ in 0..calls {
+            let (mut conn, _) = upstream.accept().expect("accept");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut chunk).expect("read");
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= head_end + 4 + len {
+                        break;
+                    }
+                }
+                if n == 0 {
                     break;
                 }
             }
-            if n == 0 {
-                break;
-            }
+            let body = json!({"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-x",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "real wire"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}).to_string();
+            write!(conn, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).expect("write");
+            requests.push(String::from_utf8_lossy(&buf).to_string());
         }
-        let body = json!({"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-x",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "real wire"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}).to_string();
-        write!(conn, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).expect("write");
-        String::from_utf8_lossy(&buf).to_string()
+        requests
     });
+    (addr, seen)
+}
+
+fn chat(gw: &Running) {
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "up/gpt-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let json: Value = resp.json().expect("json");
+    assert_eq!(json["choices"][0]["message"]["content"], "real wire");
+}
+
+#[test]
+fn the_openai_provider_sends_the_key_named_in_config_and_never_logs_it() {
+    let (upstream_addr, seen) = fake_upstream(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = json!({"providers": {"up": {"type": "openai", "base_url": format!("http://{upstream_addr}/v1"), "api_key_env": "WASMGATE_TEST_UP_KEY"}}});
     let path = dir.path().join("config.json");
@@ -252,15 +273,8 @@ fn the_openai_provider_sends_the_key_named_in_config_and_never_logs_it() {
         ],
         &[("WASMGATE_TEST_UP_KEY", "sk-secret-123")],
     );
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "up/gpt-x", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .expect("send");
-    assert_eq!(resp.status().as_u16(), 200);
-    let json: Value = resp.json().expect("json");
-    assert_eq!(json["choices"][0]["message"]["content"], "real wire");
-    let request = seen.join().expect("upstream thread");
+    chat(&gw);
+    let request = seen.join().expect("upstream thread").remove(0);
     assert!(
         request.starts_with("POST /v1/chat/completions"),
         "{request}"
@@ -276,5 +290,77 @@ fn the_openai_provider_sends_the_key_named_in_config_and_never_logs_it() {
     assert!(
         !log.join("\n").contains("sk-secret-123"),
         "the key is never logged"
+    );
+}
+
+#[test]
+fn weighted_keys_share_the_calls_and_are_never_logged() {
+    let (upstream_addr, seen) = fake_upstream(8);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = json!({"providers": {"up": {"type": "openai",
+        "base_url": format!("http://{upstream_addr}/v1"),
+        "keys": [{"env": "WASMGATE_TEST_KEY_A", "weight": 3}, {"env": "WASMGATE_TEST_KEY_B"}]}}});
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    let gw = Running::start(
+        &[
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("WASMGATE_TEST_KEY_A", "sk-aaaa-1"),
+            ("WASMGATE_TEST_KEY_B", "sk-bbbb-2"),
+        ],
+    );
+    for _ in 0..8 {
+        chat(&gw);
+    }
+    let requests = seen.join().expect("upstream thread");
+    let with = |key: &str| {
+        requests
+            .iter()
+            .filter(|r| {
+                r.to_lowercase()
+                    .contains(&format!("authorization: bearer {key}"))
+            })
+            .count()
+    };
+    assert_eq!(
+        (with("sk-aaaa-1"), with("sk-bbbb-2")),
+        (6, 2),
+        "weights 3:1"
+    );
+    let (_, log) = gw.terminate();
+    let log = log.join("\n");
+    assert!(
+        !log.contains("sk-aaaa-1") && !log.contains("sk-bbbb-2"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_missing_key_variable_stops_startup_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = json!({"providers": {"up": {"type": "openai", "base_url": "http://127.0.0.1:9/v1",
+        "keys": [{"env": "WASMGATE_TEST_SURELY_UNSET"}]}}});
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("WASMGATE_TEST_SURELY_UNSET")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("provider `up`") && stderr.contains("WASMGATE_TEST_SURELY_UNSET"),
+        "{stderr}"
     );
 }
