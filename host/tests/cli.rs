@@ -364,3 +364,35 @@ fn a_missing_key_variable_stops_startup_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_azure_style_deployment_gets_its_path_query_and_key_header() {
+    let (upstream_addr, seen) = fake_upstream(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = json!({"providers": {"up": {"type": "openai",
+        "base_url": format!("http://{upstream_addr}/openai/deployments/gpt-x?api-version=2024-10-21"),
+        "key_header": "api-key", "api_key_env": "WASMGATE_TEST_AZURE_KEY"}}});
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    let gw = Running::start(
+        &[
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("WASMGATE_TEST_AZURE_KEY", "azure-secret-9")],
+    );
+    chat(&gw);
+    let request = seen.join().expect("upstream thread").remove(0);
+    assert!(
+        request.starts_with(
+            "POST /openai/deployments/gpt-x/chat/completions?api-version=2024-10-21 HTTP/1.1"
+        ),
+        "{request}"
+    );
+    let lower = request.to_lowercase();
+    assert!(lower.contains("api-key: azure-secret-9"), "{request}");
+    assert!(!lower.contains("authorization:"), "{request}");
+    let _ = gw.terminate();
+}

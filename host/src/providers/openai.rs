@@ -92,6 +92,10 @@ pub struct OpenAiConfig {
     /// as for a local vLLM or Ollama). Shorthand for one entry of `keys`.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The header that carries the key as is, instead of `Authorization: Bearer <key>`: e.g.
+    /// `api-key` for Azure OpenAI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_header: Option<String>,
     /// Several keys, each from an env variable with a weight: calls use them in turn in
     /// proportion to their weights (a retry takes the next key).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -127,7 +131,15 @@ impl OpenAi {
                 keys: &config.keys,
                 timeout_ms: config.timeout_ms,
                 retries: config.retries,
-                auth: Auth::Bearer,
+                auth: match &config.key_header {
+                    Some(name) => {
+                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                            anyhow::anyhow!("key_header {name:?} is not a valid HTTP header name")
+                        })?;
+                        Auth::Header(name.clone())
+                    }
+                    None => Auth::Bearer,
+                },
             },
         )?;
         Ok(Self {

@@ -15,6 +15,8 @@ use crate::error::GatewayError;
 pub(super) enum Auth {
     /// `Authorization: Bearer <key>` (OpenAI and compatibles).
     Bearer,
+    /// The bare key in a header of its own, e.g. Azure OpenAI's `api-key`.
+    Header(String),
     /// `x-api-key: <key>` and `anthropic-version` (the Anthropic Messages API).
     Anthropic {
         /// The API version header's value.
@@ -65,7 +67,12 @@ impl Upstream {
     /// Checks the URL, reads the keys from their variables and builds the client; errors name
     /// the variable or the URL at fault.
     pub(super) fn new(name: &str, config: UpstreamConfig<'_>) -> anyhow::Result<Self> {
-        let base = config.base_url.trim_end_matches('/');
+        // A query (Azure's `?api-version=...`) stays at the end of the URL.
+        let (base, query) = match config.base_url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (config.base_url, None),
+        };
+        let base = base.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!(
                 "base_url {:?} must start with http:// or https://",
@@ -89,7 +96,10 @@ impl Upstream {
             .map_err(|e| anyhow::anyhow!("building the HTTP client failed: {e}"))?;
         Ok(Self {
             name: name.to_string(),
-            url: format!("{base}{}", config.path),
+            url: match query {
+                Some(query) => format!("{base}{}?{query}", config.path),
+                None => format!("{base}{}", config.path),
+            },
             auth: config.auth,
             keys,
             retries: config.retries,
@@ -123,7 +133,8 @@ impl Upstream {
                         call = call.header("x-api-key", key);
                     }
                 }
-                (Auth::Bearer, None) => {}
+                (Auth::Header(name), Some(key)) => call = call.header(name.as_str(), key),
+                (Auth::Bearer | Auth::Header(_), None) => {}
             }
             let (wait, outcome) = match call.send().await {
                 Ok(response) if retryable_status(response.status().as_u16()) => {
