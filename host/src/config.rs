@@ -55,6 +55,11 @@ pub struct Config {
     /// Providers by key; the key is the `provider` part of `provider/model`.
     #[serde(default = "default_providers")]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Fallbacks for requests that give none, by `provider/model` or by `provider` (the model's
+    /// entry wins): targets tried in order when the request's own target fails with an error
+    /// that allows fallbacks. Read at startup, like the providers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Plugin settings, in pipeline order. Plugins found in `plugins_dir` without an entry run
     /// after these, in name order, with default settings.
     #[serde(default)]
@@ -373,6 +378,7 @@ impl Default for Config {
             runtime: RuntimeOptions::default(),
             limits: LimitsConfig::default(),
             providers: default_providers(),
+            fallbacks: BTreeMap::new(),
             plugins: Vec::new(),
             pipelines: BTreeMap::new(),
         }
@@ -462,6 +468,22 @@ impl Config {
         for name in self.providers.keys() {
             if name.is_empty() || name.contains('/') {
                 bail!("providers: key {name:?} must be non-empty and contain no '/'");
+            }
+        }
+        for (from, targets) in &self.fallbacks {
+            let provider = from.split('/').next().unwrap_or_default();
+            if !self.providers.contains_key(provider) {
+                bail!("fallbacks: {from:?} names no configured provider");
+            }
+            for (i, target) in targets.iter().enumerate() {
+                let known = crate::chat::split_target(target)
+                    .is_some_and(|(p, _)| self.providers.contains_key(p));
+                if !known {
+                    bail!(
+                        "fallbacks.{from}[{i}] = {target:?} must be a provider/model of a \
+                         configured provider"
+                    );
+                }
             }
         }
         if self.body_limit_bytes == 0 {
@@ -629,6 +651,14 @@ mod tests {
             ),
             (r#"{"plugins": [{"name": "../x"}]}"#, "plugins[0].name"),
             (r#"{"providers": {"x": {"type": "nope"}}}"#, "providers.x"),
+            (
+                r#"{"fallbacks": {"mock": ["nowhere/m"]}}"#,
+                "fallbacks.mock[0]",
+            ),
+            (
+                r#"{"fallbacks": {"ghost/m": ["mock/echo"]}}"#,
+                "\"ghost/m\" names no",
+            ),
             (r#"{"listen": "nowhere"}"#, "listen"),
             (r#"{} {"listen": "nowhere"}"#, "trailing characters"),
             (r#"["127.0.0.1:1"]"#, "must be a JSON object"),

@@ -56,7 +56,9 @@ impl Gateway {
     pub async fn build_from(config: &Config, source: reload::ConfigSource) -> anyhow::Result<Self> {
         config.validate()?;
         let runtime = Runtime::new(config.runtime, config.cache_dir.as_deref())?;
-        let providers = Arc::new(Providers::from_config(&config.providers)?);
+        let providers = Arc::new(
+            Providers::from_config(&config.providers)?.with_fallbacks(config.fallbacks.clone()),
+        );
         let registry = Arc::new(Registry::new(runtime));
         registry.reconcile(config).await;
         let pipeline = Arc::new(Pipeline::new(registry.clone(), providers));

@@ -486,7 +486,17 @@ impl Pipeline {
     ) -> Result<Started, GatewayError> {
         session.reserve().await?;
         let mut targets = vec![req.target()];
-        targets.extend(req.fallbacks.iter().cloned());
+        if req.fallbacks.is_empty() {
+            // The request gives none: the ones configured for its target, if any.
+            targets.extend(
+                self.providers
+                    .fallbacks_for(&req.provider, &req.model)
+                    .iter()
+                    .cloned(),
+            );
+        } else {
+            targets.extend(req.fallbacks.iter().cloned());
+        }
         let mut last = None;
         for (attempt, target) in targets.iter().enumerate() {
             let mut attempt_req = req.clone();

@@ -108,6 +108,8 @@ pub struct ModelInfo {
 #[derive(Debug, Default)]
 pub struct Providers {
     by_name: BTreeMap<String, Provider>,
+    /// Configured fallbacks by `provider/model` or `provider`.
+    fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 impl Providers {
@@ -119,7 +121,25 @@ impl Providers {
                 .map_err(|e| anyhow::anyhow!("provider `{name}`: {e:#}"))?;
             by_name.insert(name.clone(), provider);
         }
-        Ok(Self { by_name })
+        Ok(Self {
+            by_name,
+            fallbacks: BTreeMap::new(),
+        })
+    }
+
+    /// Sets the configured fallbacks (`Config::fallbacks`).
+    pub fn with_fallbacks(mut self, fallbacks: BTreeMap<String, Vec<String>>) -> Self {
+        self.fallbacks = fallbacks;
+        self
+    }
+
+    /// The configured fallbacks of `provider/model`: its own entry, else its provider's, else
+    /// none.
+    pub fn fallbacks_for(&self, provider: &str, model: &str) -> &[String] {
+        self.fallbacks
+            .get(&format!("{provider}/{model}"))
+            .or_else(|| self.fallbacks.get(provider))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Checks that `provider/model` names a configured provider that serves the model: a 404

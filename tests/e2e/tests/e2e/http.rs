@@ -104,6 +104,7 @@ async fn unknown_fields_round_trip_through_plugins_to_an_openai_upstream_and_bac
     let parts = json!([{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:x"}}]);
     let req = json!({
         "model": "up/gpt-test", "seed": 42, "max_completion_tokens": 9, "tools": [{"type": "function", "function": {"name": "f"}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}}},
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": parts, "name": "alice"}],
     });
     let (status, body) = gw.chat(&req).await;
@@ -114,6 +115,10 @@ async fn unknown_fields_round_trip_through_plugins_to_an_openai_upstream_and_bac
     assert_eq!(received["max_completion_tokens"], 9);
     assert!(received.get("max_tokens").is_none());
     assert_eq!(received["tools"], req["tools"]);
+    assert_eq!(
+        received["response_format"], req["response_format"],
+        "JSON mode passed through"
+    );
     assert_eq!(
         received["messages"][1]["content"], parts,
         "content parts untouched"

@@ -144,3 +144,37 @@ async fn an_unreachable_upstream_falls_back_or_is_named() {
     assert_eq!(body["error"]["code"], "provider_unreachable");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn configured_fallbacks_serve_requests_that_give_none() {
+    let (upstream, calls) = scripted_upstream(vec![(503, None)]).await;
+    let gw = TestGateway::start_with(|config| {
+        config.providers.insert(
+            "up".into(),
+            serde_json::from_value(json!({"type": "openai",
+                "base_url": format!("http://{upstream}/v1"), "retries": {"max": 0}}))
+            .expect("provider config"),
+        );
+        config.fallbacks = serde_json::from_value(json!({
+            "up": ["mock/echo"],
+            "up/special": ["mock/fail-503", "mock/echo"],
+        }))
+        .expect("fallbacks");
+    })
+    .await;
+    // The provider's entry.
+    let (status, body) = gw.chat(&chat_body("up/m", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
+    // The model's entry wins over the provider's, in its order.
+    let (status, body) = gw.chat(&chat_body("up/special", "in order")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: in order");
+    // The request's own fallbacks replace the configured ones.
+    let mut req = chat_body("up/m", "mine");
+    req["fallbacks"] = json!(["mock/fail-502"]);
+    let (status, body) = gw.chat(&req).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    gw.stop().await;
+}
