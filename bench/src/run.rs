@@ -281,8 +281,8 @@ fn request(addr: SocketAddr, path: &str) -> Request {
     }
 }
 
-/// The highest open-loop rate with p99 under budget and no error: doubling from 500/s until a
-/// probe fails, then bisecting four times.
+/// The highest open-loop rate with p99 under budget and no error: doubling from 100/s until a
+/// probe fails, then bisecting four times (0 when even 100/s fails).
 fn max_rps(oha: &Oha, request: &Request, probe: Duration) -> anyhow::Result<f64> {
     let passes = |rate: u32| -> anyhow::Result<bool> {
         let m = oha.run(
@@ -296,7 +296,7 @@ fn max_rps(oha: &Oha, request: &Request, probe: Duration) -> anyhow::Result<f64>
         Ok(m.errors == 0 && m.p99_us < P99_BUDGET_US && m.rps >= 0.9 * f64::from(rate))
     };
     let mut good = 0u32;
-    let mut bad = 500u32;
+    let mut bad = 100u32;
     while bad <= 64_000 && passes(bad)? {
         good = bad;
         bad *= 2;
