@@ -33,14 +33,19 @@ pub struct TestGateway {
     pub dir: tempfile::TempDir,
 }
 
-/// A config for tests: mock provider, an empty plugins dir inside `dir`, a small instance pool.
+/// A config for tests: mock provider, an empty plugins dir inside `dir`, a small instance pool,
+/// and the compiled-component cache every test shares ([`artifacts::COMPILE_CACHE_DIR`]): a
+/// Python or JavaScript component takes 10-30 s to compile, so it is compiled once (per build
+/// of it), not once per test.
 pub fn base_config(dir: &Path) -> Config {
     Config {
         plugins_dir: dir.join("plugins"),
-        cache_dir: Some(dir.join("cache")),
+        cache_dir: Some(PathBuf::from(artifacts::COMPILE_CACHE_DIR)),
         runtime: RuntimeOptions {
             max_instances: 64,
             max_memory_bytes: 128 << 20,
+            // Room for the first compile of the large guests on a busy 2-core machine.
+            compile_timeout_ms: 600_000,
             ..RuntimeOptions::default()
         },
         ..Config::default()
@@ -56,12 +61,66 @@ pub fn plugin(name: &str, path: &str, config: Value) -> PluginConfig {
     }
 }
 
+/// A language the `scripted` test plugin is written in: the pipeline-semantics tests run
+/// against each (see [`for_each_lang!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// `tests/test-plugins/scripted`.
+    Rust,
+    /// `tests/test-plugins/python/scripted`.
+    Python,
+    /// `tests/test-plugins/js/scripted`.
+    Js,
+}
+
+impl Lang {
+    /// The `scripted` component in this language.
+    pub fn scripted(self) -> &'static str {
+        match self {
+            Lang::Rust => artifacts::SCRIPTED,
+            Lang::Python => artifacts::PYTHON_SCRIPTED,
+            Lang::Js => artifacts::JS_SCRIPTED,
+        }
+    }
+}
+
+/// Defines, for each `async fn name(lang: Lang)` listed, one `#[tokio::test]` per language of
+/// `scripted`: `rust::name`, `python::name` and `js::name`.
+#[macro_export]
+macro_rules! for_each_lang {
+    ($($test:ident),+ $(,)?) => {
+        mod rust {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Lang::Rust).await
+            })+
+        }
+        mod python {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Lang::Python).await
+            })+
+        }
+        mod js {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Lang::Js).await
+            })+
+        }
+    };
+}
+
 /// A `scripted` test plugin named `name` with tag `name` plus the given settings.
-pub fn scripted(name: &str, mut settings: Value) -> PluginConfig {
+pub fn scripted(name: &str, settings: Value) -> PluginConfig {
+    scripted_in(Lang::Rust, name, settings)
+}
+
+/// [`scripted`] in the given language.
+pub fn scripted_in(lang: Lang, name: &str, mut settings: Value) -> PluginConfig {
     if let Some(obj) = settings.as_object_mut() {
         obj.entry("tag").or_insert_with(|| json!(name));
     }
-    plugin(name, artifacts::SCRIPTED, settings)
+    plugin(name, lang.scripted(), settings)
 }
 
 /// `scripted` with fail-open policy.

@@ -8,6 +8,7 @@ mod catalogue_text;
 mod examples;
 mod hostile;
 mod http;
+mod languages;
 mod limits;
 mod loading;
 mod metrics;
