@@ -318,6 +318,19 @@ export function hooksOf(cls) {
  * `plugin.js` (see the example at the top).
  */
 export function exportPlugin(cls) {
+  // A bug (any exception but a PluginError) traps the instance; its message goes to stderr
+  // first, which the gateway puts in the error it reports.
+  const guard =
+    (f) =>
+    (...args) => {
+      try {
+        return f(...args);
+      } catch (e) {
+        // One line: the gateway keeps the last few lines, and the engine adds its own.
+        if (!(e instanceof PluginError)) console.error(`uncaught ${e}`);
+        throw e;
+      }
+    };
   const flags = hooksOf(cls);
   const name = cls.pluginName || cls.name;
   const ctx = new Ctx();
@@ -329,18 +342,18 @@ export function exportPlugin(cls) {
   return {
     getName: () => name,
     hooks: () => flags,
-    init(config) {
+    init: guard((config) => {
       plugin = new cls(config);
-    },
-    transportInterceptor: (req) => instance().transportInterceptor(ctx, req),
-    preHook: (req) => instance().preHook(ctx, req),
-    postHook: (outcome) => instance().postHook(ctx, outcome),
-    streamChunk: (chunk) => instance().streamChunk(ctx, chunk),
-    onError: (err) => instance().onError(ctx, err),
-    cleanup() {
+    }),
+    transportInterceptor: guard((req) => instance().transportInterceptor(ctx, req)),
+    preHook: guard((req) => instance().preHook(ctx, req)),
+    postHook: guard((outcome) => instance().postHook(ctx, outcome)),
+    streamChunk: guard((chunk) => instance().streamChunk(ctx, chunk)),
+    onError: guard((err) => instance().onError(ctx, err)),
+    cleanup: guard(() => {
       const retired = plugin;
       plugin = undefined;
       if (retired !== undefined) retired.cleanup();
-    },
+    }),
   };
 }

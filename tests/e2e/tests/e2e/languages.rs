@@ -249,7 +249,10 @@ async fn a_trap_is_reported_with_the_plugin_and_the_instance_replaced(lang: Lang
         assert_eq!(status, 500, "{body}");
         assert_eq!(body["error"]["code"], "plugin_trap", "{body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("plugin `T`"), "{message}");
+        assert!(
+            message.contains("plugin `T`") && message.contains("trap in T"),
+            "the guest's own message, from its stderr: {message}"
+        );
     }
     let view = gw.plugin_status("T").await;
     assert_eq!(
@@ -284,7 +287,30 @@ async fn init_and_cleanup_run_once_per_instance_and_kv_is_shared(lang: Lang) {
     );
 }
 
+async fn a_runaway_hook_is_stopped_and_the_next_request_served(lang: Lang) {
+    let gw = TestGateway::with_plugins(vec![
+        wasmgate_e2e::fail_open(scripted_in(lang, "L", json!({"pre": "loop"}))),
+        scripted_in(lang, "M", json!({})),
+    ])
+    .await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(
+        status, 200,
+        "fail-open: the loop was stopped and skipped: {body}"
+    );
+    let view = gw.plugin_status("L").await;
+    let failures = &view["stats"]["failures"];
+    assert!(
+        failures["plugin_out_of_fuel"].as_u64().unwrap_or(0)
+            + failures["plugin_deadline_exceeded"].as_u64().unwrap_or(0)
+            == 1,
+        "stopped by fuel or the deadline: {view}"
+    );
+    gw.stop().await;
+}
+
 wasmgate_e2e::for_each_lang!(
+    a_runaway_hook_is_stopped_and_the_next_request_served,
     a_trap_is_reported_with_the_plugin_and_the_instance_replaced,
     init_and_cleanup_run_once_per_instance_and_kv_is_shared,
 );
