@@ -16,7 +16,10 @@ use wasmgate::config::{Config, FailurePolicy, LimitsConfig, PluginConfig};
 use wasmgate::reload::ConfigSource;
 use wasmgate::runtime::RuntimeOptions;
 
+pub use exclusive::alone;
 pub use wasmgate_artifacts as artifacts;
+
+mod exclusive;
 
 /// A gateway serving on 127.0.0.1 on a free port, stopped gracefully by [`TestGateway::stop`].
 pub struct TestGateway {
@@ -29,6 +32,7 @@ pub struct TestGateway {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     watcher: Option<wasmgate::reload::Watcher>,
+    _share: exclusive::Share,
     /// Scratch directory (plugins dir, copies of components); removed on drop.
     pub dir: tempfile::TempDir,
 }
@@ -157,10 +161,11 @@ impl TestGateway {
     /// Starts a gateway from `source` (a config file and overrides) with hot reload on.
     pub async fn start_watching(source: ConfigSource, dir: tempfile::TempDir) -> Self {
         let config = source.load().expect("valid config");
+        let share = exclusive::share().await;
         let gateway = Gateway::build_from(&config, source)
             .await
             .expect("gateway builds");
-        let mut gw = Self::serve(gateway, dir).await;
+        let mut gw = Self::serve(gateway, dir, share).await;
         gw.watcher = Some(gw.gateway.watch().await.expect("watcher starts"));
         gw
     }
@@ -184,11 +189,12 @@ impl TestGateway {
 
     /// Starts a gateway from a full config.
     pub async fn start(config: Config, dir: tempfile::TempDir) -> Self {
+        let share = exclusive::share().await;
         let gateway = Gateway::build(&config).await.expect("gateway builds");
-        Self::serve(gateway, dir).await
+        Self::serve(gateway, dir, share).await
     }
 
-    async fn serve(gateway: Gateway, dir: tempfile::TempDir) -> Self {
+    async fn serve(gateway: Gateway, dir: tempfile::TempDir, share: exclusive::Share) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -209,6 +215,7 @@ impl TestGateway {
             shutdown: Some(tx),
             server: Some(server),
             watcher: None,
+            _share: share,
             dir,
         }
     }
