@@ -168,6 +168,7 @@ impl Installer {
             "wit-bindgen-cli {WIT_BINDGEN_VERSION} (crates.io) into a project-local root"
         ));
         let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let build_dir = self.root.join("cargo-target");
         let mut cmd = Command::new(cargo);
         cmd.args(["install", "wit-bindgen-cli", "--locked", "--force"])
             .args(["--version", WIT_BINDGEN_VERSION])
@@ -175,13 +176,15 @@ impl Installer {
             .arg("--root")
             .arg(&root)
             .arg("--target-dir")
-            .arg(self.root.join("cargo-target"));
+            .arg(&build_dir);
         crate::scrub_cargo_env(&mut cmd);
         run(
             "wit-bindgen-cli",
             &mut cmd,
             "needs crates.io to be reachable",
         )?;
+        // Its build directory is ~400 MB and only serves this install.
+        let _ = fs::remove_dir_all(&build_dir);
         write_marker(&root, WIT_BINDGEN_VERSION)?;
         Ok(bin)
     }
