@@ -12,7 +12,7 @@ demo:
 run *ARGS:
     cargo run -p wasmgate -- {{ARGS}}
 
-# Build every guest plugin (example and test plugins) for wasm32-wasip2.
+# Build every guest plugin (example and test plugins; Rust, Python, JavaScript and C).
 plugins:
     cargo build -p wasmgate-artifacts
 
@@ -59,6 +59,10 @@ bench *ARGS:
     cargo bench -p wasmgate --bench hot_path -- --warm-up-time 1 --measurement-time 3
     "$target/release/wasmgate-bench" run --gateway "$target/release/wasmgate" \
         --oha "$tools/bin/oha" --criterion "$target/criterion" --out BENCHMARKS.md {{ARGS}}
+
+# What a plugin costs in each guest language (size, compile, instantiate, memory, call latency).
+guest-costs *ARGS:
+    cargo run -p wasmgate --example guest_costs -- {{ARGS}}
 
 # Fuzz the parsers that see untrusted input (cargo-fuzz on nightly), SECONDS per target, e.g.
 # `just fuzz 300 config`. The growing corpus stays in fuzz/target/corpus; a crash is saved in

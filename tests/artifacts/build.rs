@@ -7,12 +7,23 @@
 //! one nested `cargo build --target wasm32-wasip2 --profile guest` into `<target dir>/guests`: a
 //! target directory of its own, so the nested cargo neither waits for the outer one's lock nor
 //! inherits its flags.
+//!
+//! Guests in other languages live in `python/`, `js/` and `c/` under `example-plugins/` and
+//! `tests/test-plugins/`; the toolchains they need are installed into `<target dir>/guest-tools`
+//! (`build/tools.rs`) and each is built when its inputs change (`build/foreign.rs`).
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+
+#[path = "build/foreign.rs"]
+mod foreign;
+#[path = "build/tools.rs"]
+mod tools;
+
+use foreign::{ForeignGuest, Lang};
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
@@ -75,8 +86,26 @@ fn main() {
         std::process::exit(status.code().unwrap_or(1));
     }
 
+    let foreign = foreign_guests(&workspace, &target_dir);
+    let tools = tools::Installer::new(
+        workspace.join("tests/artifacts/tools"),
+        outer_target_dir(&out_dir).join("guest-tools"),
+    )
+    .ensure_all()
+    .unwrap_or_else(|e| fail(&e));
+    foreign::build_all(&workspace, &tools, &foreign).unwrap_or_else(|e| fail(&e));
+
     let wasm_dir = target_dir.join(TARGET).join(PROFILE);
-    let source = artifacts_rs(&groups, &wasm_dir);
+    let mut source = artifacts_rs(&groups, &wasm_dir);
+    source.push_str(&foreign_rs(&foreign));
+    let cache = target_dir.join("compiled-cache");
+    let _ = writeln!(
+        source,
+        "\n/// A directory for the gateway's compiled-component cache that tests share, so each \
+         component\n/// (a Python one takes 10-30 s) compiles once per build of it, not once per \
+         test.\npub const COMPILE_CACHE_DIR: &str = {:?};",
+        cache.display().to_string()
+    );
     let dest = out_dir.join("artifacts.rs");
     fs::write(&dest, source)
         .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", dest.display())));
@@ -93,12 +122,46 @@ fn rerun_if_changed(workspace: &Path) {
         "example-plugins",
         "tests/test-plugins",
         "tests/hostile-plugins",
+        "plugin-sdk/python",
+        "plugin-sdk/js",
+        "plugin-sdk/c",
+        "tests/artifacts/tools",
         "Cargo.toml",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build");
+}
+
+/// Where the guests of other languages are (example and test plugins), in the order of their
+/// constants.
+const FOREIGN_GROUPS: [&str; 2] = ["example-plugins", "tests/test-plugins"];
+
+/// Every Python, JavaScript and C guest, with the path its component is built to.
+fn foreign_guests(workspace: &Path, target_dir: &Path) -> Vec<ForeignGuest> {
+    let mut guests = Vec::new();
+    for lang in Lang::ALL {
+        for group in FOREIGN_GROUPS {
+            guests.extend(foreign::guests_in(workspace, group, lang, target_dir));
+        }
+    }
+    for (i, a) in guests.iter().enumerate() {
+        if let Some(b) = guests[..i]
+            .iter()
+            .find(|b| b.lang == a.lang && b.name == a.name)
+        {
+            fail(&format!(
+                "two {} guests are named {}: {} and {}; rename one",
+                a.lang.name(),
+                a.name,
+                a.rel_dir,
+                b.rel_dir
+            ));
+        }
+    }
+    guests
 }
 
 /// Makes sure the `wasm32-wasip2` standard library is installed, installing it with rustup if
@@ -220,17 +283,21 @@ fn build_guests(workspace: &Path, target_dir: &Path, guests: &[&Guest]) -> ExitS
     for guest in guests {
         cmd.args(["-p", &guest.package]);
     }
-    // Flags, wrappers, jobserver and target settings of the outer build must not leak in: they
-    // are for the host target (or for clippy) and would change or break the wasm build.
+    scrub_cargo_env(&mut cmd);
+    cmd.stdout(std::io::stderr()).stderr(std::io::stderr());
+    cmd.status()
+        .unwrap_or_else(|e| fail(&format!("cannot run the nested cargo build: {e}")))
+}
+
+/// Removes the outer build's flags, wrappers, jobserver and target settings from a nested cargo
+/// command: they are for the host target (or for clippy) and would change or break its build.
+fn scrub_cargo_env(cmd: &mut Command) {
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         if LEAKY_VARS.contains(&key) || LEAKY_PREFIXES.iter().any(|p| key.starts_with(p)) {
             cmd.env_remove(key);
         }
     }
-    cmd.stdout(std::io::stderr()).stderr(std::io::stderr());
-    cmd.status()
-        .unwrap_or_else(|e| fail(&format!("cannot run the nested cargo build: {e}")))
 }
 
 const LEAKY_VARS: &[&str] = &[
@@ -281,6 +348,43 @@ fn artifacts_rs(groups: &[Group], wasm_dir: &Path) -> String {
             src,
             "\n/// {doc} (the crates under `{dir}/`), as (package name, component path), sorted by \
              directory.\npub const {konst}: &[(&str, &str)] = &[\n{list}];"
+        );
+    }
+    src
+}
+
+/// The constants of the Python, JavaScript and C guests: one per guest (`PYTHON_PII_REDACTOR`)
+/// and, per language, the list of its example plugins.
+fn foreign_rs(guests: &[ForeignGuest]) -> String {
+    let mut src = String::new();
+    for lang in Lang::ALL {
+        let mut list = String::new();
+        for guest in guests.iter().filter(|g| g.lang == lang) {
+            let name = format!(
+                "{}_{}",
+                lang.prefix(),
+                guest.name.to_uppercase().replace('-', "_")
+            );
+            let path = guest.wasm.display().to_string();
+            let _ = writeln!(
+                src,
+                "\n/// The {} `{}` component (built from `{}`).\npub const {name}: &str = {path:?};",
+                lang.name(),
+                guest.name,
+                guest.rel_dir
+            );
+            if guest.rel_dir.starts_with("example-plugins/") {
+                let _ = writeln!(list, "    ({:?}, {name}),", guest.name);
+            }
+        }
+        let _ = writeln!(
+            src,
+            "\n/// Every {} example plugin (under `example-plugins/{}/`), as (directory name, \
+             component path), sorted by name.\npub const {}_EXAMPLE_PLUGINS: &[(&str, &str)] = \
+             &[\n{list}];",
+            lang.name(),
+            lang.dir(),
+            lang.prefix()
         );
     }
     src

@@ -16,14 +16,19 @@
 //! same directory, synced and renamed into place, so readers and concurrent writers only ever
 //! see whole entries.
 //!
+//! Concurrent loads of one component in one process (several plugins from one file, gateways
+//! sharing a cache directory) compile it once: the others wait for that entry, then hit it.
+//!
 //! The integrity hash guards against corruption, not against an attacker: the directory must be
 //! writable only by the gateway's user, which [`ComponentCache::new`] enforces on Unix.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -107,6 +112,9 @@ impl ComponentCache {
             "`sha256` is not the hash of `bytes`"
         );
         let path = self.entry_path(sha256);
+        // One compilation per entry at a time in this process; waiters then find the entry.
+        let lock = entry_lock(&path);
+        let _compiling = lock.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = match self.read_entry(&path, sha256) {
             Ok(Some(entry)) => match deserialize_verified(engine, &entry) {
                 Ok(component) => {
@@ -210,6 +218,20 @@ impl ComponentCache {
         header.extend_from_slice(&payload_len.to_le_bytes());
         write_atomically(path, &[&header, &payload])
     }
+}
+
+/// The lock of one cache entry, shared by every caller in this process that wants it now.
+fn entry_lock(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>> =
+        LazyLock::new(Mutex::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    if let Some(lock) = locks.get(path).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(Mutex::new(()));
+    locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
+    lock
 }
 
 /// An entry whose header matched this engine and component and whose payload matched its
@@ -709,6 +731,34 @@ mod tests {
             fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temp file left"
+        );
+    }
+
+    #[test]
+    fn concurrent_loads_of_one_component_compile_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let component = hello_world();
+        let compiles = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                // A cache each, as separate gateways sharing the directory have.
+                let cache = ComponentCache::new(dir.path().to_path_buf(), &engine).unwrap();
+                let (engine, component, compiles) = (&engine, &component, &compiles);
+                s.spawn(move || {
+                    cache
+                        .get_or_compile(engine, &component.1, &component.0, |b| {
+                            compiles.fetch_add(1, Ordering::Relaxed);
+                            Ok(Component::new(engine, b)?)
+                        })
+                        .unwrap()
+                });
+            }
+        });
+        assert_eq!(
+            compiles.load(Ordering::Relaxed),
+            1,
+            "the others waited, then hit"
         );
     }
 

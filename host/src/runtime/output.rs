@@ -16,8 +16,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 const LOG_BUDGET_PER_CALL: usize = 16 * 1024;
 /// Longest line kept; longer lines are cut.
 const MAX_LINE: usize = 2048;
-/// Lines kept for failure messages.
-const TAIL_LINES: usize = 4;
+/// Lines kept for failure messages (a JavaScript guest's engine writes four of its own after
+/// the guest's message).
+const TAIL_LINES: usize = 8;
 
 #[derive(Debug)]
 struct State {
@@ -161,8 +162,11 @@ mod tests {
     #[test]
     fn keeps_the_last_lines_and_respects_the_budget() {
         let out = GuestOutput::new(Arc::from("p"), "stderr");
-        out.with(|s| s.write(b"one\ntwo\nthree\nfour\nfive\nsix"));
-        assert_eq!(out.tail().as_deref(), Some("three | four | five | six"));
+        out.with(|s| s.write(b"0\n1\ntwo\nthree\nfour\nfive\nsix\n7\n8\n9"));
+        assert_eq!(
+            out.tail().as_deref(),
+            Some("two | three | four | five | six | 7 | 8 | 9")
+        );
         out.reset();
         assert_eq!(out.tail(), None);
         out.with(|s| s.write(&vec![b'x'; LOG_BUDGET_PER_CALL * 2]));

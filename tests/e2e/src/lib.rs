@@ -16,7 +16,10 @@ use wasmgate::config::{Config, FailurePolicy, LimitsConfig, PluginConfig};
 use wasmgate::reload::ConfigSource;
 use wasmgate::runtime::RuntimeOptions;
 
+pub use exclusive::alone;
 pub use wasmgate_artifacts as artifacts;
+
+mod exclusive;
 
 /// A gateway serving on 127.0.0.1 on a free port, stopped gracefully by [`TestGateway::stop`].
 pub struct TestGateway {
@@ -29,18 +32,24 @@ pub struct TestGateway {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     watcher: Option<wasmgate::reload::Watcher>,
+    _share: exclusive::Share,
     /// Scratch directory (plugins dir, copies of components); removed on drop.
     pub dir: tempfile::TempDir,
 }
 
-/// A config for tests: mock provider, an empty plugins dir inside `dir`, a small instance pool.
+/// A config for tests: mock provider, an empty plugins dir inside `dir`, a small instance pool,
+/// and the compiled-component cache every test shares ([`artifacts::COMPILE_CACHE_DIR`]): a
+/// Python or JavaScript component takes 10-30 s to compile, so it is compiled once (per build
+/// of it), not once per test.
 pub fn base_config(dir: &Path) -> Config {
     Config {
         plugins_dir: dir.join("plugins"),
-        cache_dir: Some(dir.join("cache")),
+        cache_dir: Some(PathBuf::from(artifacts::COMPILE_CACHE_DIR)),
         runtime: RuntimeOptions {
             max_instances: 64,
             max_memory_bytes: 128 << 20,
+            // Room for the first compile of the large guests on a busy 2-core machine.
+            compile_timeout_ms: 600_000,
             ..RuntimeOptions::default()
         },
         ..Config::default()
@@ -56,12 +65,66 @@ pub fn plugin(name: &str, path: &str, config: Value) -> PluginConfig {
     }
 }
 
+/// A language the `scripted` test plugin is written in: the pipeline-semantics tests run
+/// against each (see [`for_each_lang!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// `tests/test-plugins/scripted`.
+    Rust,
+    /// `tests/test-plugins/python/scripted`.
+    Python,
+    /// `tests/test-plugins/js/scripted`.
+    Js,
+}
+
+impl Lang {
+    /// The `scripted` component in this language.
+    pub fn scripted(self) -> &'static str {
+        match self {
+            Lang::Rust => artifacts::SCRIPTED,
+            Lang::Python => artifacts::PYTHON_SCRIPTED,
+            Lang::Js => artifacts::JS_SCRIPTED,
+        }
+    }
+}
+
+/// Defines, for each `async fn name(lang: Lang)` listed, one `#[tokio::test]` per language of
+/// `scripted`: `rust::name`, `python::name` and `js::name`.
+#[macro_export]
+macro_rules! for_each_lang {
+    ($($test:ident),+ $(,)?) => {
+        mod rust {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Lang::Rust).await
+            })+
+        }
+        mod python {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Lang::Python).await
+            })+
+        }
+        mod js {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::Lang::Js).await
+            })+
+        }
+    };
+}
+
 /// A `scripted` test plugin named `name` with tag `name` plus the given settings.
-pub fn scripted(name: &str, mut settings: Value) -> PluginConfig {
+pub fn scripted(name: &str, settings: Value) -> PluginConfig {
+    scripted_in(Lang::Rust, name, settings)
+}
+
+/// [`scripted`] in the given language.
+pub fn scripted_in(lang: Lang, name: &str, mut settings: Value) -> PluginConfig {
     if let Some(obj) = settings.as_object_mut() {
         obj.entry("tag").or_insert_with(|| json!(name));
     }
-    plugin(name, artifacts::SCRIPTED, settings)
+    plugin(name, lang.scripted(), settings)
 }
 
 /// `scripted` with fail-open policy.
@@ -98,10 +161,11 @@ impl TestGateway {
     /// Starts a gateway from `source` (a config file and overrides) with hot reload on.
     pub async fn start_watching(source: ConfigSource, dir: tempfile::TempDir) -> Self {
         let config = source.load().expect("valid config");
+        let share = exclusive::share().await;
         let gateway = Gateway::build_from(&config, source)
             .await
             .expect("gateway builds");
-        let mut gw = Self::serve(gateway, dir).await;
+        let mut gw = Self::serve(gateway, dir, share).await;
         gw.watcher = Some(gw.gateway.watch().await.expect("watcher starts"));
         gw
     }
@@ -125,11 +189,12 @@ impl TestGateway {
 
     /// Starts a gateway from a full config.
     pub async fn start(config: Config, dir: tempfile::TempDir) -> Self {
+        let share = exclusive::share().await;
         let gateway = Gateway::build(&config).await.expect("gateway builds");
-        Self::serve(gateway, dir).await
+        Self::serve(gateway, dir, share).await
     }
 
-    async fn serve(gateway: Gateway, dir: tempfile::TempDir) -> Self {
+    async fn serve(gateway: Gateway, dir: tempfile::TempDir, share: exclusive::Share) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -150,6 +215,7 @@ impl TestGateway {
             shutdown: Some(tx),
             server: Some(server),
             watcher: None,
+            _share: share,
             dir,
         }
     }

@@ -10,6 +10,7 @@ mod examples;
 mod hostile;
 mod http;
 mod isolation;
+mod languages;
 mod limits;
 mod loading;
 mod metrics;

@@ -1,10 +1,12 @@
 //! The priority/parallel chain and stages: plugins run by priority (ties by name), parallel
 //! groups run their pre-hooks concurrently on the same input, may not rewrite it, and resolve
 //! short-circuits deterministically; stages keep a plugin out of the rest of the request.
+//!
+//! Each test runs against the Rust, Python and JavaScript versions of `scripted`.
 
 use serde_json::{Value, json};
 use wasmgate::config::{PluginConfig, Stage};
-use wasmgate_e2e::{TestGateway, chat_body, content_of, scripted, trace_of};
+use wasmgate_e2e::{Lang, TestGateway, chat_body, content_of, scripted_in, trace_of};
 
 fn with(mut p: PluginConfig, priority: Option<i64>, parallel: bool) -> PluginConfig {
     p.priority = priority;
@@ -25,14 +27,13 @@ async fn order(gw: &TestGateway) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn lower_priority_runs_first_and_ties_are_broken_by_name() {
+async fn lower_priority_runs_first_and_ties_are_broken_by_name(lang: Lang) {
     let gw = TestGateway::with_plugins(vec![
-        with(scripted("A", json!({})), Some(20), false),
-        with(scripted("C", json!({})), Some(10), false),
-        with(scripted("B", json!({})), Some(20), false),
+        with(scripted_in(lang, "A", json!({})), Some(20), false),
+        with(scripted_in(lang, "C", json!({})), Some(10), false),
+        with(scripted_in(lang, "B", json!({})), Some(20), false),
         // No priority: its position in the list (3).
-        scripted("D", json!({})),
+        scripted_in(lang, "D", json!({})),
     ])
     .await;
     assert_eq!(order(&gw).await, ["D", "C", "A", "B"]);
@@ -62,14 +63,21 @@ fn posts_of(trace: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_parallel_group_runs_every_member_and_mirrors_the_order_in_post_hooks() {
+async fn a_parallel_group_runs_every_member_and_mirrors_the_order_in_post_hooks(lang: Lang) {
     let gw = TestGateway::with_plugins(vec![
-        with(scripted("first", json!({})), Some(1), false),
-        with(scripted("V1", json!({"pre": "sleep-ms:30"})), Some(2), true),
-        with(scripted("V2", json!({"pre": "sleep-ms:30"})), Some(2), true),
-        with(scripted("V3", json!({})), Some(2), true),
-        with(scripted("last", json!({})), Some(3), false),
+        with(scripted_in(lang, "first", json!({})), Some(1), false),
+        with(
+            scripted_in(lang, "V1", json!({"pre": "sleep-ms:30"})),
+            Some(2),
+            true,
+        ),
+        with(
+            scripted_in(lang, "V2", json!({"pre": "sleep-ms:30"})),
+            Some(2),
+            true,
+        ),
+        with(scripted_in(lang, "V3", json!({})), Some(2), true),
+        with(scripted_in(lang, "last", json!({})), Some(3), false),
     ])
     .await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
@@ -87,15 +95,14 @@ async fn a_parallel_group_runs_every_member_and_mirrors_the_order_in_post_hooks(
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_parallel_plugin_may_not_rewrite_the_request() {
+async fn a_parallel_plugin_may_not_rewrite_the_request(lang: Lang) {
     let gw = TestGateway::with_plugins(vec![
         with(
-            scripted("R", json!({"pre": "set-model:other"})),
+            scripted_in(lang, "R", json!({"pre": "set-model:other"})),
             Some(1),
             true,
         ),
-        with(scripted("S", json!({})), Some(1), true),
+        with(scripted_in(lang, "S", json!({})), Some(1), true),
     ])
     .await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
@@ -111,31 +118,37 @@ async fn a_parallel_plugin_may_not_rewrite_the_request() {
 
     // Fail-open: the rewrite is dropped, the original request goes on.
     let mut r = with(
-        scripted("R", json!({"pre": "set-model:other"})),
+        scripted_in(lang, "R", json!({"pre": "set-model:other"})),
         Some(1),
         true,
     );
     r.policy = wasmgate::config::FailurePolicy::FailOpen;
-    let gw =
-        TestGateway::with_plugins(vec![r, with(scripted("S", json!({})), Some(1), true)]).await;
+    let gw = TestGateway::with_plugins(vec![
+        r,
+        with(scripted_in(lang, "S", json!({})), Some(1), true),
+    ])
+    .await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "echo", "the rewrite was not applied: {body}");
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn when_several_members_short_circuit_the_first_in_order_wins() {
+async fn when_several_members_short_circuit_the_first_in_order_wins(lang: Lang) {
     // A fails, B answers: whichever finishes first, A wins, being first in order.
     let gw = TestGateway::with_plugins(vec![
         with(
-            scripted("A", json!({"pre": "fail-no-fallbacks"})),
+            scripted_in(lang, "A", json!({"pre": "fail-no-fallbacks"})),
             Some(1),
             true,
         ),
-        with(scripted("B", json!({"pre": "respond"})), Some(1), true),
-        with(scripted("C", json!({})), Some(1), true),
-        with(scripted("Z", json!({})), Some(9), false),
+        with(
+            scripted_in(lang, "B", json!({"pre": "respond"})),
+            Some(1),
+            true,
+        ),
+        with(scripted_in(lang, "C", json!({})), Some(1), true),
+        with(scripted_in(lang, "Z", json!({})), Some(9), false),
     ])
     .await;
     for _ in 0..5 {
@@ -152,16 +165,16 @@ async fn when_several_members_short_circuit_the_first_in_order_wins() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn stages_keep_a_plugin_out_of_the_other_stages() {
-    let mut post_only = scripted("P", json!({"on_error": "mask"}));
+async fn stages_keep_a_plugin_out_of_the_other_stages(lang: Lang) {
+    let mut post_only = scripted_in(lang, "P", json!({"on_error": "mask"}));
     post_only.stages = Some(vec![Stage::PostRequest]);
-    let mut error_only = scripted("E", json!({"on_error": "mask"}));
+    let mut error_only = scripted_in(lang, "E", json!({"on_error": "mask"}));
     error_only.stages = Some(vec![Stage::Error]);
     let gw = TestGateway::with_plugins(vec![
         post_only,
         error_only,
-        scripted(
+        scripted_in(
+            lang,
             "F",
             json!({"pre_only_provider": "mock", "pre": "fail-no-fallbacks"}),
         ),
@@ -175,9 +188,9 @@ async fn stages_keep_a_plugin_out_of_the_other_stages() {
     );
     gw.stop().await;
 
-    let mut post_only = scripted("P", json!({}));
+    let mut post_only = scripted_in(lang, "P", json!({}));
     post_only.stages = Some(vec![Stage::PostRequest]);
-    let gw = TestGateway::with_plugins(vec![post_only, scripted("Q", json!({}))]).await;
+    let gw = TestGateway::with_plugins(vec![post_only, scripted_in(lang, "Q", json!({}))]).await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -189,3 +202,11 @@ async fn stages_keep_a_plugin_out_of_the_other_stages() {
     assert_eq!(view["stages"], json!(["post-request"]), "{view}");
     gw.stop().await;
 }
+
+wasmgate_e2e::for_each_lang!(
+    lower_priority_runs_first_and_ties_are_broken_by_name,
+    a_parallel_group_runs_every_member_and_mirrors_the_order_in_post_hooks,
+    a_parallel_plugin_may_not_rewrite_the_request,
+    when_several_members_short_circuit_the_first_in_order_wins,
+    stages_keep_a_plugin_out_of_the_other_stages,
+);

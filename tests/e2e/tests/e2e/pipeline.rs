@@ -1,28 +1,34 @@
 //! Bifrost's pipeline rules, each against real `scripted` wasm plugins A, B, C in that order.
 //! Every `scripted` hook appends `<tag>.<hook>` to the request context's `trace`, and the
 //! outermost post-hook reports the whole trace in the response (or the error's code).
+//!
+//! Each test runs against the Rust, Python and JavaScript versions of `scripted` (the same
+//! config language and trace): `pipeline::rust::*`, `pipeline::python::*`, `pipeline::js::*`.
 
 use serde_json::{Value, json};
 use wasmgate::providers::{MockConfig, ProviderConfig};
-use wasmgate_e2e::{TestGateway, chat_body, content_of, scripted, trace_of};
+use wasmgate_e2e::{Lang, TestGateway, chat_body, content_of, scripted_in, trace_of};
 
 const ALL_CONTINUE: &str =
     "A.transport,B.transport,C.transport,A.pre,B.pre,C.pre,C.post,B.post,A.post";
 
 /// A gateway with a second mock provider `backup`, so fallbacks can change provider.
-async fn gateway(a: Value, b: Value, c: Value) -> TestGateway {
+async fn gateway(lang: Lang, a: Value, b: Value, c: Value) -> TestGateway {
     TestGateway::start_with(|config| {
         config
             .providers
             .insert("backup".into(), ProviderConfig::Mock(MockConfig::default()));
-        config.plugins = vec![scripted("A", a), scripted("B", b), scripted("C", c)];
+        config.plugins = vec![
+            scripted_in(lang, "A", a),
+            scripted_in(lang, "B", b),
+            scripted_in(lang, "C", c),
+        ];
     })
     .await
 }
 
-#[tokio::test]
-async fn pre_hooks_run_in_order_and_post_hooks_in_reverse() {
-    let gw = gateway(json!({}), json!({}), json!({})).await;
+async fn pre_hooks_run_in_order_and_post_hooks_in_reverse(lang: Lang) {
+    let gw = gateway(lang, json!({}), json!({}), json!({})).await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(trace_of(&body), ALL_CONTINUE);
@@ -30,9 +36,8 @@ async fn pre_hooks_run_in_order_and_post_hooks_in_reverse() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn respond_skips_the_provider_and_only_plugins_that_ran_see_it() {
-    let gw = gateway(json!({}), json!({"pre": "respond"}), json!({})).await;
+async fn respond_skips_the_provider_and_only_plugins_that_ran_see_it(lang: Lang) {
+    let gw = gateway(lang, json!({}), json!({"pre": "respond"}), json!({})).await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(content_of(&body), "responded by B");
@@ -43,9 +48,8 @@ async fn respond_skips_the_provider_and_only_plugins_that_ran_see_it() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn fail_skips_the_provider_and_reaches_the_client_without_fallbacks() {
-    let gw = gateway(json!({}), json!({"pre": "fail"}), json!({})).await;
+async fn fail_skips_the_provider_and_reaches_the_client_without_fallbacks(lang: Lang) {
+    let gw = gateway(lang, json!({}), json!({"pre": "fail"}), json!({})).await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["message"], "failed by B");
@@ -56,9 +60,9 @@ async fn fail_skips_the_provider_and_reaches_the_client_without_fallbacks() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn fail_allowing_fallbacks_tries_the_next_target_with_pre_hooks_run_again() {
+async fn fail_allowing_fallbacks_tries_the_next_target_with_pre_hooks_run_again(lang: Lang) {
     let gw = gateway(
+        lang,
         json!({}),
         json!({"pre": "fail", "pre_only_provider": "mock"}),
         json!({}),
@@ -78,9 +82,14 @@ async fn fail_allowing_fallbacks_tries_the_next_target_with_pre_hooks_run_again(
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn fail_forbidding_fallbacks_goes_to_the_client_at_once() {
-    let gw = gateway(json!({}), json!({"pre": "fail-no-fallbacks"}), json!({})).await;
+async fn fail_forbidding_fallbacks_goes_to_the_client_at_once(lang: Lang) {
+    let gw = gateway(
+        lang,
+        json!({}),
+        json!({"pre": "fail-no-fallbacks"}),
+        json!({}),
+    )
+    .await;
     let mut req = chat_body("mock/echo", "hi");
     req["fallbacks"] = json!(["backup/echo"]);
     let (status, body) = gw.chat(&req).await;
@@ -93,9 +102,8 @@ async fn fail_forbidding_fallbacks_goes_to_the_client_at_once() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn provider_errors_pass_through_post_hooks_then_fall_back() {
-    let gw = gateway(json!({}), json!({}), json!({})).await;
+async fn provider_errors_pass_through_post_hooks_then_fall_back(lang: Lang) {
+    let gw = gateway(lang, json!({}), json!({}), json!({})).await;
     let (status, body) = gw.chat(&chat_body("mock/fail-503", "hi")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(trace_of(&body), ALL_CONTINUE, "post-hooks saw the error");
@@ -117,9 +125,8 @@ async fn provider_errors_pass_through_post_hooks_then_fall_back() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn post_hook_recovery_is_seen_by_later_post_hooks() {
-    let gw = gateway(json!({}), json!({}), json!({"post": "recover"})).await;
+async fn post_hook_recovery_is_seen_by_later_post_hooks(lang: Lang) {
+    let gw = gateway(lang, json!({}), json!({}), json!({"post": "recover"})).await;
     let mut req = chat_body("mock/fail-503", "hi");
     req["fallbacks"] = json!(["backup/echo"]);
     let (status, body) = gw.chat(&req).await;
@@ -133,9 +140,8 @@ async fn post_hook_recovery_is_seen_by_later_post_hooks() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn post_hook_can_turn_a_response_into_an_error() {
-    let gw = gateway(json!({}), json!({"post": "to-error"}), json!({})).await;
+async fn post_hook_can_turn_a_response_into_an_error(lang: Lang) {
+    let gw = gateway(lang, json!({}), json!({"post": "to-error"}), json!({})).await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["message"], "converted by B");
@@ -143,9 +149,14 @@ async fn post_hook_can_turn_a_response_into_an_error() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider() {
-    let gw = gateway(json!({"pre": "set-model:slow-1"}), json!({}), json!({})).await;
+async fn pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider(lang: Lang) {
+    let gw = gateway(
+        lang,
+        json!({"pre": "set-model:slow-1"}),
+        json!({}),
+        json!({}),
+    )
+    .await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -155,9 +166,9 @@ async fn pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn transport_interceptors_rewrite_headers_or_answer_directly() {
+async fn transport_interceptors_rewrite_headers_or_answer_directly(lang: Lang) {
     let gw = gateway(
+        lang,
         json!({"transport": "rewrite-header:x-added=yes"}),
         json!({}),
         json!({"transport": "respond:418"}),
@@ -176,12 +187,11 @@ async fn transport_interceptors_rewrite_headers_or_answer_directly() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn fail_open_skips_a_failing_hook_and_its_post_hook() {
+async fn fail_open_skips_a_failing_hook_and_its_post_hook(lang: Lang) {
     let gw = TestGateway::with_plugins(vec![
-        scripted("A", json!({})),
-        wasmgate_e2e::fail_open(scripted("B", json!({"pre": "error"}))),
-        scripted("C", json!({})),
+        scripted_in(lang, "A", json!({})),
+        wasmgate_e2e::fail_open(scripted_in(lang, "B", json!({"pre": "error"}))),
+        scripted_in(lang, "C", json!({})),
     ])
     .await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
@@ -194,9 +204,8 @@ async fn fail_open_skips_a_failing_hook_and_its_post_hook() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn context_values_are_per_request() {
-    let gw = gateway(json!({}), json!({}), json!({})).await;
+async fn context_values_are_per_request(lang: Lang) {
+    let gw = gateway(lang, json!({}), json!({}), json!({})).await;
     let (one, two) = (chat_body("mock/echo", "one"), chat_body("mock/echo", "two"));
     let (a, b) = tokio::join!(gw.chat(&one), gw.chat(&two));
     assert_eq!(trace_of(&a.1), ALL_CONTINUE);
@@ -217,9 +226,9 @@ async fn chat_raw(gw: &TestGateway, body: &Value, name: &str) -> (u16, Vec<Strin
     (status, values, resp.json().await.expect("JSON body"))
 }
 
-#[tokio::test]
-async fn the_error_stage_runs_in_post_hook_order_on_the_final_error_only() {
+async fn the_error_stage_runs_in_post_hook_order_on_the_final_error_only(lang: Lang) {
     let gw = gateway(
+        lang,
         json!({"on_error": "mask"}),
         json!({"pre": "fail-no-fallbacks", "on_error": "mask"}),
         json!({"on_error": "mask"}),
@@ -239,7 +248,7 @@ async fn the_error_stage_runs_in_post_hook_order_on_the_final_error_only() {
     );
     gw.stop().await;
 
-    let gw = gateway(json!({"on_error": "mask"}), json!({}), json!({})).await;
+    let gw = gateway(lang, json!({"on_error": "mask"}), json!({}), json!({})).await;
     let (status, masked_by, body) =
         chat_raw(&gw, &chat_body("mock/echo", "hi"), "x-masked-by").await;
     assert_eq!(status, 200, "{body}");
@@ -253,9 +262,9 @@ async fn the_error_stage_runs_in_post_hook_order_on_the_final_error_only() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_failing_error_stage_hook_is_handled_by_its_policy() {
+async fn a_failing_error_stage_hook_is_handled_by_its_policy(lang: Lang) {
     let gw = gateway(
+        lang,
         json!({"on_error": "mask"}),
         json!({"on_error": "trap"}),
         json!({"pre": "fail-no-fallbacks"}),
@@ -275,3 +284,20 @@ async fn a_failing_error_stage_hook_is_handled_by_its_policy() {
     assert_eq!(masked_by, ["A"]);
     gw.stop().await;
 }
+
+wasmgate_e2e::for_each_lang!(
+    pre_hooks_run_in_order_and_post_hooks_in_reverse,
+    respond_skips_the_provider_and_only_plugins_that_ran_see_it,
+    fail_skips_the_provider_and_reaches_the_client_without_fallbacks,
+    fail_allowing_fallbacks_tries_the_next_target_with_pre_hooks_run_again,
+    fail_forbidding_fallbacks_goes_to_the_client_at_once,
+    provider_errors_pass_through_post_hooks_then_fall_back,
+    post_hook_recovery_is_seen_by_later_post_hooks,
+    post_hook_can_turn_a_response_into_an_error,
+    pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider,
+    transport_interceptors_rewrite_headers_or_answer_directly,
+    fail_open_skips_a_failing_hook_and_its_post_hook,
+    context_values_are_per_request,
+    the_error_stage_runs_in_post_hook_order_on_the_final_error_only,
+    a_failing_error_stage_hook_is_handled_by_its_policy,
+);

@@ -1,10 +1,11 @@
 //! Streamed completions (`stream: true`): OpenAI server-sent events from the mock provider,
 //! the stream-chunk hooks (edit, drop, end with an error), post-hooks that see the assembled
 //! response, short-circuits and fallbacks for streams, and the error stage on a broken stream.
+//! The stream-chunk tests run against the Rust, Python and JavaScript versions of `scripted`.
 
 use serde_json::{Value, json};
 use wasmgate::providers::{MockConfig, ProviderConfig};
-use wasmgate_e2e::{TestGateway, artifacts, plugin, scripted};
+use wasmgate_e2e::{Lang, TestGateway, artifacts, plugin, scripted, scripted_in};
 
 /// A streamed request's raw outcome: status, content type and the `data:` payloads in order.
 struct Sse {
@@ -119,13 +120,12 @@ async fn a_stream_is_openai_server_sent_events_ending_in_done() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn chunk_hooks_edit_and_drop_chunks_in_post_hook_order() {
+async fn chunk_hooks_edit_and_drop_chunks_in_post_hook_order(lang: Lang) {
     let gw = gateway(
         4,
         vec![
-            scripted("A", json!({"chunk": "upper"})),
-            scripted("B", json!({"chunk": "drop-odd"})),
+            scripted_in(lang, "A", json!({"chunk": "upper"})),
+            scripted_in(lang, "B", json!({"chunk": "drop-odd"})),
         ],
     )
     .await;
@@ -138,13 +138,14 @@ async fn chunk_hooks_edit_and_drop_chunks_in_post_hook_order() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_chunk_hook_can_end_the_stream_with_an_error_that_goes_through_the_error_stage() {
+async fn a_chunk_hook_can_end_the_stream_with_an_error_that_goes_through_the_error_stage(
+    lang: Lang,
+) {
     let gw = gateway(
         4,
         vec![
-            scripted("A", json!({"on_error": "mask"})),
-            scripted("B", json!({"chunk": "fail-at:2"})),
+            scripted_in(lang, "A", json!({"on_error": "mask"})),
+            scripted_in(lang, "B", json!({"chunk": "fail-at:2"})),
         ],
     )
     .await;
@@ -158,9 +159,8 @@ async fn a_chunk_hook_can_end_the_stream_with_an_error_that_goes_through_the_err
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_failing_chunk_hook_follows_its_policy() {
-    let mut open = scripted("B", json!({"chunk": "trap"}));
+async fn a_failing_chunk_hook_follows_its_policy(lang: Lang) {
+    let mut open = scripted_in(lang, "B", json!({"chunk": "trap"}));
     open.policy = wasmgate::config::FailurePolicy::FailOpen;
     let gw = gateway(3, vec![open]).await;
     let sse = stream(&gw, &stream_body("mock/echo", "abc")).await;
@@ -168,7 +168,7 @@ async fn a_failing_chunk_hook_follows_its_policy() {
     assert_eq!(sse.text(), "echo: abc");
     gw.stop().await;
 
-    let gw = gateway(3, vec![scripted("B", json!({"chunk": "error"}))]).await;
+    let gw = gateway(3, vec![scripted_in(lang, "B", json!({"chunk": "error"}))]).await;
     let sse = stream(&gw, &stream_body("mock/echo", "abc")).await;
     let last = sse.json().pop().expect("events");
     assert_eq!(last["error"]["type"], "plugin_error", "fail-closed: {last}");
@@ -335,3 +335,9 @@ async fn an_openai_upstream_stream_is_relayed_through_the_chunk_hooks() {
     assert_eq!(body["usage"]["total_tokens"], 5);
     gw.stop().await;
 }
+
+wasmgate_e2e::for_each_lang!(
+    chunk_hooks_edit_and_drop_chunks_in_post_hook_order,
+    a_chunk_hook_can_end_the_stream_with_an_error_that_goes_through_the_error_stage,
+    a_failing_chunk_hook_follows_its_policy,
+);

@@ -1,0 +1,457 @@
+"""Write wasmgate gateway plugins in Python.
+
+A plugin is a subclass of :class:`Plugin` whose ``__init__`` takes the JSON config and which
+overrides the hooks it needs; ``WitWorld = export(MyPlugin)`` in the module ``app`` turns it into
+the component's implementation of the ``wasmgate:plugin`` world (build it with
+``componentize-py -d wit -w plugin componentize -p <this directory's parent> -p . app``).
+The gateway is told exactly which hooks the class overrides and never calls the others.
+
+    from wasmgate_sdk import Plugin, Continue, Fail, error, export, parse_config
+
+    class KeyCheck(Plugin):
+        \"\"\"Rejects requests whose x-api-key header is not one of `keys`.\"\"\"
+
+        def __init__(self, config):
+            self.keys = parse_config(config, required={"keys": list})["keys"]
+
+        def pre_hook(self, ctx, req):
+            if ctx.header("x-api-key") in self.keys:
+                return Continue(req)
+            return Fail(error(401, "invalid API key", kind="authentication_error",
+                              fallbacks=False))
+
+    WitWorld = export(KeyCheck)
+
+Errors: raise :class:`PluginError` (or use :func:`parse_config`, which raises it) for a plugin
+failure: the gateway handles it by the plugin's failure policy and names the plugin. Any other
+exception is a bug: the instance traps (its traceback goes to the gateway's log and error
+message) and the gateway discards it, as it does for a Rust panic.
+
+One instance serves one request at a time and every hook of a request runs on the same
+instance, so ``self`` may carry state from a pre-hook to its post-hook; state shared between
+instances belongs in :mod:`kv <wasmgate_sdk>` (``kv_get``/``kv_set``/``kv_incr``).
+"""
+
+import json
+import sys
+
+import componentize_py_types
+from wit_world.imports import clock as _clock
+from wit_world.imports import context as _context
+from wit_world.imports import kv as _kv
+from wit_world.imports import logging as _logging
+from wit_world.imports import types
+
+# The world's data types (dataclasses), for typed access to requests and responses.
+ChatRequest = types.ChatRequest
+ChatResponse = types.ChatResponse
+Message = types.Message
+Choice = types.Choice
+Usage = types.Usage
+GatewayError = types.GatewayError
+StreamChunk = types.StreamChunk
+HttpRequest = types.HttpRequest
+HttpResponse = types.HttpResponse
+HttpRewrite = types.HttpRewrite
+
+__all__ = [
+    "ChatRequest", "ChatResponse", "Message", "Choice", "Usage", "GatewayError", "StreamChunk",
+    "HttpRequest", "HttpResponse", "HttpRewrite", "Plugin", "PluginError", "Ctx", "export",
+    "Continue", "Respond", "Fail", "Response", "Failed", "Emit", "Drop", "EndStream", "Pass",
+    "Rewrite", "RespondHttp", "error", "assistant_text", "response_text", "last_user_text",
+    "extra_field", "set_extra", "header", "parse_config", "config_error", "now_ms", "trace",
+    "debug", "info", "warn", "log_error", "kv_get", "kv_set", "kv_incr", "kv_delete",
+    "kv_get_json", "kv_set_json",
+]
+
+
+class PluginError(Exception):
+    """A plugin failure with a message: the hook returns the world's ``err``, and the gateway
+    applies the plugin's failure policy."""
+
+
+# ---- outcomes -------------------------------------------------------------------------------
+
+def Continue(req):
+    """Pre-hook: go on with this (possibly edited) request."""
+    return types.PreOutcome_Continue(req)
+
+
+def Respond(resp):
+    """Pre-hook: skip the provider and answer with this response."""
+    return types.PreOutcome_Respond(resp)
+
+
+def Fail(err):
+    """Pre-hook: skip the provider and fail with this :func:`error`."""
+    return types.PreOutcome_Fail(err)
+
+
+def Response(resp):
+    """Post-hook outcome: the request succeeded with this response."""
+    return types.PostOutcome_Response(resp)
+
+
+def Failed(err):
+    """Post-hook outcome: the request failed with this :func:`error`."""
+    return types.PostOutcome_Error(err)
+
+
+def Emit(chunk):
+    """Stream-chunk hook: send this (possibly edited) chunk on."""
+    return types.ChunkOutcome_Emit(chunk)
+
+
+def Drop():
+    """Stream-chunk hook: send nothing for this chunk."""
+    return types.ChunkOutcome_Drop()
+
+
+def EndStream(err):
+    """Stream-chunk hook: end the stream with this :func:`error`."""
+    return types.ChunkOutcome_Fail(err)
+
+
+def Pass():
+    """Transport interceptor: go on unchanged."""
+    return types.TransportOutcome_Pass()
+
+
+def Rewrite(headers, body):
+    """Transport interceptor: go on with these headers and body (bytes)."""
+    return types.TransportOutcome_Rewrite(types.HttpRewrite(list(headers), bytes(body)))
+
+
+def RespondHttp(status, body, headers=None):
+    """Transport interceptor: answer the client directly. A ``body`` that is not bytes or str
+    is sent as JSON with ``content-type: application/json``."""
+    headers = list(headers or [])
+    if isinstance(body, str):
+        body = body.encode()
+    elif not isinstance(body, (bytes, bytearray)):
+        body = json.dumps(body).encode()
+        headers.append(("content-type", "application/json"))
+    return types.TransportOutcome_Respond(types.HttpResponse(status, headers, bytes(body)))
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def error(status, message, *, kind=None, code=None, fallbacks=None, headers=()):
+    """A gateway error the client gets with HTTP ``status`` (400-599) if it leaves the gateway.
+    ``fallbacks=False`` sends it to the client at once (authentication, validation, security);
+    ``None`` (the default) allows the request's fallbacks."""
+    return types.GatewayError(message, kind, code, status, fallbacks, list(headers))
+
+
+def assistant_text(provider, model, text):
+    """A response with one assistant choice holding ``text`` (finish reason ``stop``): how a
+    plugin answers a request itself."""
+    now = now_ms()
+    request_id = _context.request_id()
+    rid = f"chatcmpl-{request_id}" if request_id else f"chatcmpl-{now}"
+    choice = types.Choice(0, types.Message("assistant", text, None), "stop", None)
+    return types.ChatResponse(rid, provider, model, now // 1000, [choice], None, "{}")
+
+
+def response_text(resp):
+    """The text of a response's first choice, or None."""
+    return resp.choices[0].message.content if resp.choices else None
+
+
+def last_user_text(req):
+    """The text of the request's last ``user`` message, or None."""
+    for message in reversed(req.messages):
+        if message.role == "user":
+            return message.content
+    return None
+
+
+def extra_field(obj, key):
+    """A field of ``obj.extra`` (the JSON object of fields without a typed attribute), or None."""
+    try:
+        extra = json.loads(obj.extra or "{}")
+    except ValueError:
+        return None
+    return extra.get(key) if isinstance(extra, dict) else None
+
+
+def set_extra(obj, key, value):
+    """Sets a field of ``obj.extra`` (a request, response, message or choice)."""
+    try:
+        extra = json.loads(obj.extra or "{}")
+    except ValueError as e:
+        raise PluginError(f"extra is not a JSON object: {e}") from None
+    if not isinstance(extra, dict):
+        raise PluginError("extra is not a JSON object")
+    extra[key] = value
+    obj.extra = json.dumps(extra, separators=(",", ":"))
+
+
+def header(headers, name):
+    """The first value of header ``name`` (case-insensitive) in a list of (name, value) pairs."""
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               list: "a list", dict: "an object"}
+
+
+def config_error(path, problem):
+    """The :class:`PluginError` for a config value that is not acceptable:
+    ``invalid config: <path>: <problem>``, the same shape as the Rust SDK's."""
+    return PluginError(f"invalid config: {path}: {problem}")
+
+
+def parse_config(text, required=None, optional=None):
+    """Parses the JSON config into a dict, checking it like the Rust SDK's ``parse_config``.
+
+    ``required`` and ``optional`` map field names to their type (``str``, ``int``, ``float``,
+    ``bool``, ``list``, ``dict``) or, for ``optional``, to ``(type, default)``. Unknown fields,
+    missing required ones and values of the wrong type raise a :class:`PluginError` naming the
+    field: ``invalid config: greeting: expected a string, got 1``. An empty config is ``{}``.
+    """
+    required = required or {}
+    optional = optional or {}
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError as e:
+        raise PluginError(f"invalid config: {e}") from None
+    if not isinstance(value, dict):
+        raise PluginError("invalid config: expected a JSON object")
+    known = list(required) + list(optional)
+    for key in value:
+        if key not in known:
+            expected = ", ".join(f"`{k}`" for k in known) or "none"
+            raise PluginError(f"invalid config: unknown field `{key}`, expected one of {expected}")
+    out = {}
+    for key, ty in required.items():
+        if key not in value:
+            raise PluginError(f"invalid config: missing field `{key}`")
+        out[key] = _checked(key, value[key], ty)
+    for key, spec in optional.items():
+        ty, default = spec if isinstance(spec, tuple) else (spec, None)
+        out[key] = _checked(key, value[key], ty) if value.get(key) is not None else default
+    return out
+
+
+def _checked(key, value, ty):
+    ok = isinstance(value, ty) and not (ty in (int, float) and isinstance(value, bool))
+    if ty is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise config_error(key, f"expected {_TYPE_NAMES.get(ty, ty.__name__)}, got {value!r}")
+    return value
+
+
+# ---- host services --------------------------------------------------------------------------
+
+class Ctx:
+    """The request being served: its id, its headers, and values shared by every hook and
+    plugin of the request (the gateway's ``gateway.*`` values among them)."""
+
+    def request_id(self):
+        """The gateway's id for the current request."""
+        return _context.request_id()
+
+    def header(self, name):
+        """A request header (case-insensitive name), as left by the transport interceptors."""
+        return _context.header(name)
+
+    def get(self, key):
+        """A value a hook of this or another plugin stored for this request."""
+        return _context.get(key)
+
+    def set(self, key, value):
+        """Stores ``value`` (a string) for the rest of this request, visible to every plugin.
+        Prefix keys with your plugin's name."""
+        _context.set(key, value)
+
+
+def now_ms():
+    """Milliseconds since the Unix epoch, from the gateway's clock."""
+    return _clock.now_ms()
+
+
+def _log(level, message):
+    _logging.log(level, str(message))
+
+
+def trace(message):
+    """Writes ``message`` to the gateway's log at trace level (tagged with plugin and request)."""
+    _log(_logging.Level.TRACE, message)
+
+
+def debug(message):
+    """Writes ``message`` to the gateway's log at debug level."""
+    _log(_logging.Level.DEBUG, message)
+
+
+def info(message):
+    """Writes ``message`` to the gateway's log at info level."""
+    _log(_logging.Level.INFO, message)
+
+
+def warn(message):
+    """Writes ``message`` to the gateway's log at warn level."""
+    _log(_logging.Level.WARN, message)
+
+
+def log_error(message):
+    """Writes ``message`` to the gateway's log at error level."""
+    _log(_logging.Level.ERROR, message)
+
+
+def kv_get(key):
+    """The bytes stored under ``key`` in this plugin's namespace, or None (absent or expired)."""
+    return _kv.get(key)
+
+
+def kv_set(key, value, ttl_ms=None):
+    """Stores ``value`` (bytes or str) under ``key``; with ``ttl_ms`` it expires."""
+    _kv.set(key, value.encode() if isinstance(value, str) else bytes(value), ttl_ms)
+
+
+def kv_incr(key, delta=1, ttl_ms=None):
+    """Atomically adds ``delta`` to the integer under ``key``; returns the new value."""
+    return _kv.incr(key, delta, ttl_ms)
+
+
+def kv_delete(key):
+    """Removes ``key``."""
+    _kv.delete(key)
+
+
+def kv_get_json(key):
+    """The value under ``key`` decoded from JSON, or None when absent."""
+    raw = _kv.get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise PluginError(f"kv entry {key!r} is not valid JSON: {e}") from None
+
+
+def kv_set_json(key, value, ttl_ms=None):
+    """Stores ``value`` as JSON under ``key``."""
+    _kv.set(key, json.dumps(value).encode(), ttl_ms)
+
+
+# ---- the plugin and its export --------------------------------------------------------------
+
+class Plugin:
+    """Base class of a plugin: every hook has a default that leaves the request as it is, and
+    :func:`export` reports to the gateway only the hooks a subclass overrides.
+
+    ``name`` (class attribute) is shown in logs and the admin API; it defaults to the class name.
+    ``__init__(self, config)`` gets the JSON config text (``{}`` when none is configured); raise
+    :class:`PluginError` to reject it.
+    """
+
+    name = None
+
+    def __init__(self, config):
+        pass
+
+    def transport_interceptor(self, ctx, req):
+        """The raw HTTP request (:class:`HttpRequest`), before it is parsed. Return
+        :func:`Pass`, :func:`Rewrite` or :func:`RespondHttp`."""
+        return Pass()
+
+    def pre_hook(self, ctx, req):
+        """Before the provider, in plugin order. Return :func:`Continue`, :func:`Respond` or
+        :func:`Fail`."""
+        return Continue(req)
+
+    def post_hook(self, ctx, outcome):
+        """After the provider, in reverse order. ``outcome`` is a ``outcome.value`` is the response or error); return one."""
+        return outcome
+
+    def stream_chunk(self, ctx, chunk):
+        """Each chunk of a streamed answer. Return :func:`Emit`, :func:`Drop` or
+        :func:`EndStream`."""
+        return Emit(chunk)
+
+    def on_error(self, ctx, err):
+        """The error stage: rewrite the final :class:`GatewayError` and return it."""
+        return err
+
+    def cleanup(self):
+        """Called once when the instance is retired."""
+
+
+_HOOKS = {
+    "transport_interceptor": types.Hooks.TRANSPORT_INTERCEPTOR,
+    "pre_hook": types.Hooks.PRE_HOOK,
+    "post_hook": types.Hooks.POST_HOOK,
+    "stream_chunk": types.Hooks.STREAM_CHUNK,
+    "on_error": types.Hooks.ON_ERROR,
+    "cleanup": types.Hooks.CLEANUP,
+}
+
+
+def hooks_of(cls):
+    """The world's ``hooks`` flags for the hooks ``cls`` overrides."""
+    flags = types.Hooks(0)
+    for method, flag in _HOOKS.items():
+        if getattr(cls, method) is not getattr(Plugin, method):
+            flags |= flag
+    return flags
+
+
+def export(cls):
+    """The ``WitWorld`` class componentize-py exports, running the plugin class ``cls``: assign
+    it to ``WitWorld`` in the module ``app``."""
+    hooks = hooks_of(cls)
+    name = cls.name or cls.__name__
+    ctx = Ctx()
+    state = {}
+
+    def instance():
+        plugin = state.get("plugin")
+        if plugin is None:
+            raise componentize_py_types.Err(f"plugin {name} not initialised")
+        return plugin
+
+    def call(method, *args):
+        try:
+            return method(*args)
+        except PluginError as e:
+            raise componentize_py_types.Err(str(e)) from None
+
+    class WitWorld:
+        def get_name(self):
+            return name
+
+        def hooks(self):
+            return hooks
+
+        def init(self, config):
+            state["plugin"] = call(cls, config)
+
+        def transport_interceptor(self, req):
+            return call(instance().transport_interceptor, ctx, req)
+
+        def pre_hook(self, req):
+            return call(instance().pre_hook, ctx, req)
+
+        def post_hook(self, outcome):
+            return call(instance().post_hook, ctx, outcome)
+
+        def stream_chunk(self, chunk):
+            return call(instance().stream_chunk, ctx, chunk)
+
+        def on_error(self, err):
+            return call(instance().on_error, ctx, err)
+
+        def cleanup(self):
+            plugin = state.pop("plugin", None)
+            if plugin is not None:
+                call(plugin.cleanup)
+
+    WitWorld.__module__ = sys._getframe(1).f_globals.get("__name__", "app")
+    return WitWorld

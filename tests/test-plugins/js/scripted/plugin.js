@@ -1,0 +1,180 @@
+// `scripted` in JavaScript: the port of the Rust test plugin `tests/test-plugins/scripted`, so
+// the pipeline-semantics tests run against the same behaviour in JavaScript.
+//
+// Same config language and trace as the Rust plugin (see its `//!` header) and the Python port
+// (`tests/test-plugins/python/scripted/app.py`, which lists the supported actions): every hook
+// appends `<tag>.<hook>` to the context value `trace`, and the post-hook writes the whole trace
+// into the outcome (a response's body field `trace`, an error's code `trace:<trace>`). `trap`
+// throws an exception other than `PluginError`, which traps the instance (a Rust panic); `error`
+// throws `PluginError` (a plugin error). The memory and stack actions are not ported.
+
+import {
+  Continue, Drop, Emit, EndStream, Fail, Failed, Pass, Plugin, PluginError, Respond, RespondHttp,
+  Response, Rewrite, assistantText, configError, error, exportPlugin, log, nowMs, parseConfig,
+  setExtra, store,
+} from '../../../../plugin-sdk/js/wasmgate.js';
+
+const ACTIONS = {
+  transport: ['pass', ['pass', 'error', 'trap', 'loop'], ['rewrite-header:', 'respond:']],
+  pre: ['continue', ['continue', 'respond', 'fail', 'fail-no-fallbacks', 'error', 'trap', 'loop'], ['set-model:', 'sleep-ms:']],
+  post: ['pass', ['pass', 'recover', 'to-error', 'error', 'trap', 'loop'], []],
+  init: ['ok', ['ok', 'fail', 'trap'], []],
+  cleanup: ['ok', ['ok', 'trap', 'loop'], []],
+  on_error: ['pass', ['pass', 'mask', 'error', 'trap'], []],
+  chunk: ['pass', ['pass', 'upper', 'drop-odd', 'error', 'trap'], ['fail-at:']],
+};
+
+/** The checked action of `field`: `{ name }`, or `{ name: prefix, arg }` for `name:<arg>`. */
+function action(config, field) {
+  const [fallback, names, prefixes] = ACTIONS[field];
+  const value = config[field] ?? fallback;
+  if (names.includes(value)) return { name: value };
+  for (const prefix of prefixes) {
+    if (!value.startsWith(prefix)) continue;
+    const arg = value.slice(prefix.length);
+    if (prefix === 'rewrite-header:') {
+      const at = arg.indexOf('=');
+      if (at < 1) throw configError(field, `expected rewrite-header:<name>=<value>, got "${value}"`);
+      return { name: prefix, arg: [arg.slice(0, at).toLowerCase(), arg.slice(at + 1)] };
+    }
+    if (prefix === 'set-model:') return { name: prefix, arg };
+    const n = /^\d+$/.test(arg) ? Number(arg) : NaN;
+    if (Number.isNaN(n) || (prefix === 'respond:' && (n < 100 || n > 599))) {
+      throw configError(field, `expected ${prefix}<number>, got "${value}"`);
+    }
+    return { name: prefix, arg: n };
+  }
+  const expected = [...names, ...prefixes.map((p) => `${p}<...>`)].join(', ');
+  throw configError(field, `unknown action "${value}", expected one of: ${expected}`);
+}
+
+/** Spins forever (until the gateway's deadline or fuel stops the call). */
+function spin() {
+  for (let n = 0; ; n++);
+}
+
+/** Does in each hook what its config says, and leaves a trace. */
+class Scripted extends Plugin {
+  static pluginName = 'scripted';
+
+  constructor(config) {
+    super();
+    const optional = { pre_only_provider: 'string' };
+    for (const field of Object.keys(ACTIONS)) optional[field] = 'string';
+    const c = parseConfig(config, { required: { tag: 'string' }, optional });
+    this.tag = c.tag;
+    this.only = c.pre_only_provider;
+    this.actions = {};
+    for (const field of Object.keys(ACTIONS)) this.actions[field] = action(c, field);
+    this.last = ['', ''];
+    const what = this.actions.init.name;
+    if (what === 'fail') throw new PluginError(`init failed by ${this.tag}`);
+    if (what === 'trap') throw new Error(`trap in ${this.tag}`);
+    // Counted so tests can check that init and cleanup run once per instance.
+    store.incr('inits', 1);
+  }
+
+  /** Appends `<tag>.<hook>` to the context's `trace`; returns the new trace. */
+  trace(ctx, hook) {
+    const before = ctx.get('trace');
+    const trace = before ? `${before},${this.tag}.${hook}` : `${this.tag}.${hook}`;
+    ctx.set('trace', trace);
+    return trace;
+  }
+
+  /** The actions every hook shares. */
+  common(what) {
+    if (what.name === 'error') throw new PluginError(`error from ${this.tag}`);
+    if (what.name === 'trap') throw new Error(`trap in ${this.tag}`);
+    if (what.name === 'loop') spin();
+  }
+
+  transportInterceptor(ctx, req) {
+    this.trace(ctx, 'transport');
+    const what = this.actions.transport;
+    this.common(what);
+    if (what.name === 'rewrite-header:') {
+      const [name, value] = what.arg;
+      const headers = req.headers.filter(([n]) => n.toLowerCase() !== name);
+      headers.push([name, value]);
+      return Rewrite(headers, req.body);
+    }
+    if (what.name === 'respond:') return RespondHttp(what.arg, { by: this.tag });
+    return Pass();
+  }
+
+  preHook(ctx, req) {
+    this.trace(ctx, 'pre');
+    this.last = [req.provider, req.model];
+    if (this.only !== undefined && this.only !== req.provider) return Continue(req);
+    const what = this.actions.pre;
+    const tag = this.tag;
+    this.common(what);
+    switch (what.name) {
+      case 'respond':
+        return Respond(assistantText(req.provider, req.model, `responded by ${tag}`));
+      case 'fail':
+        return Fail(error(503, `failed by ${tag}`, { kind: 'server_error' }));
+      case 'fail-no-fallbacks':
+        return Fail(error(403, `failed by ${tag}`, { kind: 'server_error', fallbacks: false }));
+      case 'set-model:':
+        req.model = what.arg;
+        break;
+      case 'sleep-ms:': {
+        const end = nowMs() + what.arg;
+        while (nowMs() < end);
+        break;
+      }
+    }
+    return Continue(req);
+  }
+
+  postHook(ctx, outcome) {
+    const trace = this.trace(ctx, 'post');
+    const what = this.actions.post;
+    this.common(what);
+    if (what.name === 'recover' && outcome.tag === 'error') {
+      outcome = Response(assistantText(this.last[0], this.last[1], `recovered by ${this.tag}`));
+    } else if (what.name === 'to-error' && outcome.tag === 'response') {
+      outcome = Failed(error(502, `converted by ${this.tag}`));
+    }
+    // The whole trace so far, this hook included.
+    if (outcome.tag === 'response') setExtra(outcome.val, 'trace', trace);
+    else outcome.val.code = `trace:${trace}`;
+    return outcome;
+  }
+
+  streamChunk(ctx, chunk) {
+    if (chunk.index === 0) this.trace(ctx, 'chunk');
+    const what = this.actions.chunk;
+    this.common(what);
+    if (what.name === 'upper' && chunk.content !== undefined) {
+      chunk.content = chunk.content.toUpperCase();
+    } else if (what.name === 'drop-odd' && chunk.index % 2 === 1) {
+      return Drop();
+    } else if (what.name === 'fail-at:' && chunk.index === what.arg) {
+      return EndStream(error(502, `stream cut by ${this.tag}`));
+    }
+    return Emit(chunk);
+  }
+
+  onError(ctx, err) {
+    this.trace(ctx, 'error');
+    const what = this.actions.on_error;
+    this.common(what);
+    if (what.name === 'mask') {
+      err.message = `masked by ${this.tag}`;
+      err.headers.push(['x-masked-by', this.tag]);
+    }
+    return err;
+  }
+
+  cleanup() {
+    log.debug(`cleanup of ${this.tag}`);
+    store.incr('cleanups', 1);
+    this.common(this.actions.cleanup);
+  }
+}
+
+export const { getName, hooks, init, transportInterceptor, preHook, postHook, streamChunk, onError, cleanup } =
+  exportPlugin(Scripted);
