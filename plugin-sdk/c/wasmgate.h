@@ -10,7 +10,10 @@
  * (wasi-libc's printf family would pull in its stdio, and with it WASI imports and ~10 KB).
  *
  * Config: wg_config_strings parses the flat JSON objects of strings the C examples take, with
- * the same error messages as the other SDKs ("invalid config: <field>: ..."). */
+ * the same error messages as the other SDKs ("invalid config: <field>: ...").
+ *
+ * Memory: compile wasmgate_alloc.c (next to this header) with your plugin: its malloc, calloc,
+ * realloc and free replace wasi-libc's dlmalloc, which is most of a C component's size. */
 #ifndef WASMGATE_H
 #define WASMGATE_H
 

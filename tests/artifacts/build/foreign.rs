@@ -7,7 +7,8 @@
 //! - JavaScript: `plugin.js` (an ES module exporting the world's functions through the SDK in
 //!   `plugin-sdk/js`), built with `componentize-js`;
 //! - C: every `.c` file, compiled with clang-19 against wasi-libc and the bindings `wit-bindgen
-//!   c` generates (plus the helpers in `plugin-sdk/c`), then wrapped by `wasm-tools component new`.
+//!   c` generates, plus the SDK in `plugin-sdk/c` (its helpers and its allocator, which stands in
+//!   for wasi-libc's dlmalloc), then wrapped by `wasm-tools component new`.
 //!
 //! These builds take 10-30 s each for Python and JavaScript, so a guest is rebuilt only when its
 //! inputs change: a stamp next to the component records a hash of the guest's files, its
@@ -193,7 +194,8 @@ fn build_if_changed(workspace: &Path, tools: &Tools, guest: &ForeignGuest) -> Re
     fs::write(&stamp_path, stamp).map_err(|e| format!("cannot write {}: {e}", stamp_path.display()))
 }
 
-/// wit-bindgen c, clang-19 (wasm32-wasi reactor, wasi-libc), then `wasm-tools component new`.
+/// wit-bindgen c, clang-19 (wasm32-wasi reactor, wasi-libc, the SDK's allocator), then
+/// `wasm-tools component new`.
 fn build_c(
     workspace: &Path,
     tools: &Tools,
@@ -209,9 +211,11 @@ fn build_c(
             .arg(&bindings)
             .arg(workspace.join("wit")),
     )?;
+    let sdk = workspace.join("plugin-sdk/c");
     let mut sources: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .chain(fs::read_dir(&bindings).map_err(|e| format!("cannot read bindings: {e}"))?)
+        .chain(fs::read_dir(&sdk).map_err(|e| format!("cannot read {}: {e}", sdk.display()))?)
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "c" || x == "o"))
         .collect();
@@ -225,13 +229,15 @@ fn build_c(
                 "-mexec-model=reactor",
                 "-Oz",
                 "-flto",
+                // memcpy and memset become `memory.copy`/`memory.fill` instead of libc's loops.
+                "-mbulk-memory",
             ])
             .args(["-Wall", "-Werror", "-fuse-ld=lld", "-Wl,--strip-all"])
             .arg(format!("--sysroot={}", tools.wasi_sysroot.display()))
             .arg("-I")
             .arg(&bindings)
             .arg("-I")
-            .arg(workspace.join("plugin-sdk/c"))
+            .arg(&sdk)
             .args(&sources)
             .arg("-o")
             .arg(&core),

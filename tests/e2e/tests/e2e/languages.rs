@@ -8,8 +8,10 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
+use wasmgate::config::LimitsConfig;
 use wasmgate_e2e::{
     Lang, TestGateway, artifacts, chat_body, content_of, kv_counter, plugin, scripted_in, trace_of,
+    with_limits,
 };
 
 /// Every hello-world: Rust, Python, JavaScript and C.
@@ -239,6 +241,32 @@ async fn the_c_port_of_scripted_follows_the_pipeline_rules() {
             .contains("pre: unknown action"),
         "{error}"
     );
+    gw.stop().await;
+}
+
+/// The C SDK's allocator (in place of dlmalloc) hands freed blocks out again: one instance with
+/// a 4 MiB memory limit serves many requests that each move ~1.5 MiB through it (the body in the
+/// transport interceptor, the request in the pre-hook, the echoed response in the post-hook).
+#[tokio::test]
+async fn the_c_allocator_reuses_freed_memory_across_requests() {
+    let limits = LimitsConfig {
+        memory_mb: Some(4),
+        ..LimitsConfig::default()
+    };
+    let gw = TestGateway::with_plugins(vec![with_limits(
+        plugin("c", artifacts::C_HELLO_WORLD, json!({})),
+        limits,
+    )])
+    .await;
+    let prompt = "x".repeat(256 << 10);
+    for i in 0..24 {
+        let (status, body) = gw.chat(&chat_body("mock/echo", &prompt)).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(content_of(&body).len(), prompt.len() + "echo: ".len());
+    }
+    let view = gw.plugin_status("c").await;
+    assert_eq!(view["stats"]["instances_created"], 1, "{view}");
+    assert_eq!(view["stats"]["traps"], 0, "{view}");
     gw.stop().await;
 }
 
