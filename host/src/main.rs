@@ -9,6 +9,10 @@ use clap::Parser;
 use wasmgate::Gateway;
 use wasmgate::reload::ConfigSource;
 
+/// mimalloc rather than glibc's malloc: the request path makes many small allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An OpenAI-compatible LLM gateway extended by WebAssembly component plugins.
 ///
 /// With no options it serves the built-in mock provider on 127.0.0.1:8080 and loads every

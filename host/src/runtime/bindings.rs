@@ -25,19 +25,50 @@ fn extra_text(extra: &chat::Extra) -> String {
     if extra.is_empty() {
         return "{}".to_string();
     }
-    serde_json::Value::Object(extra.clone()).to_string()
+    // A map of JSON values always serializes.
+    serde_json::to_string(extra).unwrap_or_default()
 }
 
 fn opt_extra_text(extra: &chat::Extra) -> Option<String> {
     (!extra.is_empty()).then(|| extra_text(extra))
 }
 
-fn parse_extra(text: &str, what: &str) -> Result<chat::Extra, String> {
-    chat::parse_extra(text).map_err(|e| format!("{what}.extra {e}"))
+/// Parses a returned `extra`; `what` names its owner in the error (built only on error).
+fn parse_extra(text: &str, what: impl Fn() -> String) -> Result<chat::Extra, String> {
+    chat::parse_extra(text).map_err(|e| format!("{}.extra {e}", what()))
 }
 
-fn parse_opt_extra(text: Option<&str>, what: &str) -> Result<chat::Extra, String> {
+fn parse_opt_extra(text: Option<&str>, what: impl Fn() -> String) -> Result<chat::Extra, String> {
     text.map_or_else(|| Ok(chat::Extra::new()), |t| parse_extra(t, what))
+}
+
+/// What a hook was given, to recognise the parts it hands back unchanged (most plugins change
+/// little): the `extra` text it got back byte for byte is not parsed again, the original's map
+/// is reused. `sent` is the WIT value the hook was called with, `original` the domain value it
+/// was made from.
+struct Given<'a, W, D> {
+    sent: &'a W,
+    original: &'a D,
+}
+
+// By hand: a derive would ask `W` and `D` to be `Copy`, and only the references are copied.
+impl<W, D> Clone for Given<'_, W, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W, D> Copy for Given<'_, W, D> {}
+
+/// A returned `extra`: the original's when the text is the one sent, parsed otherwise.
+fn returned_extra(
+    text: Option<&str>,
+    given: Option<(Option<&str>, &chat::Extra)>,
+    what: impl Fn() -> String,
+) -> Result<chat::Extra, String> {
+    match given {
+        Some((sent, original)) if sent == text => Ok(original.clone()),
+        _ => parse_opt_extra(text, what),
+    }
 }
 
 impl From<Hooks> for HookSet {
@@ -61,9 +92,14 @@ fn message_to_wit(m: &Message) -> types::Message {
     }
 }
 
-fn message_from_wit(m: types::Message, what: &str) -> Result<Message, String> {
+fn message_from_wit(
+    m: types::Message,
+    given: Option<Given<'_, types::Message, Message>>,
+    what: impl Fn() -> String,
+) -> Result<Message, String> {
+    let given = given.map(|g| (g.sent.extra.as_deref(), &g.original.extra));
     Ok(Message {
-        extra: parse_opt_extra(m.extra.as_deref(), what)?,
+        extra: returned_extra(m.extra.as_deref(), given, what)?,
         role: m.role,
         content: m.content,
     })
@@ -86,7 +122,10 @@ pub(crate) fn request_to_wit(r: &ChatRequest) -> types::ChatRequest {
 }
 
 /// WIT request -> domain request; the error says which field a plugin broke.
-pub(crate) fn request_from_wit(r: types::ChatRequest) -> Result<ChatRequest, String> {
+fn request_from_wit(
+    r: types::ChatRequest,
+    given: Option<Given<'_, types::ChatRequest, ChatRequest>>,
+) -> Result<ChatRequest, String> {
     if r.provider.is_empty() || r.model.is_empty() {
         return Err(format!(
             "returned a request with an empty provider or model ({:?}/{:?})",
@@ -104,10 +143,19 @@ pub(crate) fn request_from_wit(r: types::ChatRequest) -> Result<ChatRequest, Str
         .messages
         .into_iter()
         .enumerate()
-        .map(|(i, m)| message_from_wit(m, &format!("messages[{i}]")))
+        .map(|(i, m)| {
+            let given = given.and_then(|g| {
+                Some(Given {
+                    sent: g.sent.messages.get(i)?,
+                    original: g.original.messages.get(i)?,
+                })
+            });
+            message_from_wit(m, given, || format!("messages[{i}]"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    let given_extra = given.map(|g| (Some(g.sent.extra.as_str()), &g.original.extra));
     Ok(ChatRequest {
-        extra: parse_extra(&r.extra, "request")?,
+        extra: returned_extra(Some(&r.extra), given_extra, || "request".to_string())?,
         provider: r.provider,
         model: r.model,
         messages,
@@ -145,23 +193,33 @@ fn response_to_wit(r: &ChatResponse) -> types::ChatResponse {
     }
 }
 
-fn response_from_wit(r: types::ChatResponse) -> Result<ChatResponse, String> {
+fn response_from_wit(
+    r: types::ChatResponse,
+    given: Option<Given<'_, types::ChatResponse, ChatResponse>>,
+) -> Result<ChatResponse, String> {
     let choices = r
         .choices
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
-            let what = format!("choices[{i}]");
+            let given =
+                given.and_then(|g| Some((g.sent.choices.get(i)?, g.original.choices.get(i)?)));
+            let message = given.map(|(sent, original)| Given {
+                sent: &sent.message,
+                original: &original.message,
+            });
+            let extra = given.map(|(sent, original)| (sent.extra.as_deref(), &original.extra));
             Ok(Choice {
                 index: c.index,
-                message: message_from_wit(c.message, &format!("{what}.message"))?,
+                message: message_from_wit(c.message, message, || format!("choices[{i}].message"))?,
                 finish_reason: c.finish_reason,
-                extra: parse_opt_extra(c.extra.as_deref(), &what)?,
+                extra: returned_extra(c.extra.as_deref(), extra, || format!("choices[{i}]"))?,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let given_extra = given.map(|g| (Some(g.sent.extra.as_str()), &g.original.extra));
     Ok(ChatResponse {
-        extra: parse_extra(&r.extra, "response")?,
+        extra: returned_extra(Some(&r.extra), given_extra, || "response".to_string())?,
         id: r.id,
         provider: r.provider,
         model: r.model,
@@ -227,11 +285,17 @@ pub(crate) fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, Str
     })
 }
 
-/// WIT pre-outcome -> domain pre-outcome.
-pub(crate) fn pre_outcome_from_wit(o: types::PreOutcome) -> Result<PreOutcome, String> {
+/// WIT pre-outcome -> domain pre-outcome; `sent` is the request the hook was called with and
+/// `original` the domain request it was made from.
+pub(crate) fn pre_outcome_from_wit(
+    o: types::PreOutcome,
+    sent: &types::ChatRequest,
+    original: &ChatRequest,
+) -> Result<PreOutcome, String> {
+    let given = Some(Given { sent, original });
     Ok(match o {
-        types::PreOutcome::Continue(r) => PreOutcome::Continue(request_from_wit(r)?),
-        types::PreOutcome::Respond(r) => PreOutcome::Respond(response_from_wit(r)?),
+        types::PreOutcome::Continue(r) => PreOutcome::Continue(request_from_wit(r, given)?),
+        types::PreOutcome::Respond(r) => PreOutcome::Respond(response_from_wit(r, None)?),
         types::PreOutcome::Fail(e) => PreOutcome::Fail(error_from_wit(e)?),
     })
 }
@@ -244,10 +308,19 @@ pub(crate) fn outcome_to_wit(o: &Outcome) -> types::PostOutcome {
     }
 }
 
-/// WIT post-outcome -> domain outcome.
-pub(crate) fn outcome_from_wit(o: types::PostOutcome) -> Result<Outcome, String> {
+/// WIT post-outcome -> domain outcome; `sent` is the outcome the hook was called with and
+/// `original` the domain outcome it was made from.
+pub(crate) fn outcome_from_wit(
+    o: types::PostOutcome,
+    sent: &types::PostOutcome,
+    original: &Outcome,
+) -> Result<Outcome, String> {
+    let given = match (sent, original) {
+        (types::PostOutcome::Response(sent), Ok(original)) => Some(Given { sent, original }),
+        _ => None,
+    };
     Ok(match o {
-        types::PostOutcome::Response(r) => Ok(response_from_wit(r)?),
+        types::PostOutcome::Response(r) => Ok(response_from_wit(r, given)?),
         types::PostOutcome::Error(e) => Err(error_from_wit(e)?),
     })
 }
@@ -457,4 +530,51 @@ pub(crate) fn transport_outcome_from_wit(
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request() -> ChatRequest {
+        ChatRequest::from_json(json!({
+            "model": "mock/echo",
+            "messages": [{"role": "user", "content": "hi", "name": "bob"}],
+            "seed": 7,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn extras_handed_back_unchanged_are_reused_and_changed_ones_parsed() {
+        let original = request();
+        let sent = request_to_wit(&original);
+        let back =
+            pre_outcome_from_wit(types::PreOutcome::Continue(sent.clone()), &sent, &original);
+        let Ok(PreOutcome::Continue(same)) = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(same, original);
+
+        let mut changed = sent.clone();
+        changed.extra = r#"{"seed": 8, "x": true}"#.to_string();
+        changed.messages[0].extra = Some(r#"{"name": "eve"}"#.to_string());
+        let back = pre_outcome_from_wit(types::PreOutcome::Continue(changed), &sent, &original);
+        let Ok(PreOutcome::Continue(edited)) = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(edited.extra["seed"], 8);
+        assert_eq!(edited.extra["x"], true);
+        assert_eq!(edited.messages[0].extra["name"], "eve");
+
+        let mut broken = sent.clone();
+        broken.messages[0].extra = Some("[1]".to_string());
+        let back = pre_outcome_from_wit(types::PreOutcome::Continue(broken), &sent, &original);
+        assert_eq!(
+            back.unwrap_err(),
+            "messages[0].extra must be a JSON object, got an array"
+        );
+    }
 }

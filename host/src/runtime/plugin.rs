@@ -524,7 +524,7 @@ impl LoadedPlugin {
             })
             .await
             .and_then(|o| {
-                bindings::pre_outcome_from_wit(o)
+                bindings::pre_outcome_from_wit(o, &wit, req)
                     .map_err(|why| instance.invalid(Hook::PreHook, why))
             });
         self.observe(Hook::PreHook, instance, &result);
@@ -545,7 +545,8 @@ impl LoadedPlugin {
             })
             .await
             .and_then(|o| {
-                bindings::outcome_from_wit(o).map_err(|why| instance.invalid(Hook::PostHook, why))
+                bindings::outcome_from_wit(o, &wit, outcome)
+                    .map_err(|why| instance.invalid(Hook::PostHook, why))
             });
         self.observe(Hook::PostHook, instance, &result);
         result
