@@ -21,7 +21,12 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
+        Self::launch(Command::new(BIN), args, envs)
+    }
+
+    /// Starts `command` (the binary, or a launcher that runs it) with `args` and `envs`.
+    fn launch(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut child = command
             .args(args)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
@@ -200,6 +205,52 @@ fn serves_from_a_config_file_and_drains_then_cleans_up_on_sigterm() {
         log.to_lowercase().contains("cleanup"),
         "cleanup ran on shutdown:\n{log}"
     );
+}
+
+/// Limited to one CPU (as in a container with a one-CPU quota), the gateway runs on a
+/// current-thread runtime, and serves plugins, streams and a graceful shutdown the same.
+#[test]
+fn on_one_cpu_it_serves_from_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("mkdir");
+    std::fs::copy(wasmgate_artifacts::HELLO_WORLD, plugins.join("hello.wasm")).expect("copy");
+    let mut taskset = Command::new("taskset");
+    taskset.args(["--cpu-list", "0", BIN]);
+    let gw = Running::launch(
+        taskset,
+        &[
+            "--plugins-dir",
+            plugins.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let serving = gw.log.last().cloned().unwrap_or_default();
+    assert!(serving.contains("current-thread (1 CPU)"), "{serving}");
+    let client = client();
+    for stream in [false, true] {
+        let body = json!({"model": "mock/echo", "stream": stream,
+                          "messages": [{"role": "user", "content": "one cpu"}]});
+        let resp = client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 200);
+        let text = resp.text().expect("body");
+        let whole = if stream {
+            "data: [DONE]"
+        } else {
+            "echo: one cpu"
+        };
+        assert!(text.contains(whole), "{text}");
+    }
+    let (exit, log) = gw.terminate();
+    let log = log.join("\n");
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}\n{log}");
+    assert!(log.contains("requests drained"), "{log}");
 }
 
 /// A fake upstream speaking OpenAI's wire format over a real socket, for `calls` requests (one
