@@ -92,29 +92,40 @@ fn without_delivery(mut extra: Value) -> Value {
 /// a client wrote its fields does not matter. `stream`, `stream_options` (how the answer is
 /// delivered, not what it is), `user` and `fallbacks` do not take part.
 pub fn cache_key(req: &ChatRequest) -> String {
-    let messages: Vec<Value> = req
-        .messages
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "role": m.role,
-                "content": m.content,
-                "extra": m.extra.as_deref().map(parse_extra),
-            })
-        })
-        .collect();
-    let doc = serde_json::json!({
-        "provider": req.provider,
-        "model": req.model,
-        "messages": messages,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "max_tokens": req.max_tokens,
-        "extra": without_delivery(parse_extra(&req.extra)),
-    });
-    let mut text = String::new();
-    write_canonical(&doc, &mut text);
-    let digest = Sha256::digest(text.as_bytes());
+    // The canonical document is streamed into the hash as it is written: no JSON tree of the
+    // request and no copy of its messages are built (this runs on every request).
+    let mut doc = Canonical(Sha256::new());
+    doc.raw("{\"extra\":");
+    doc.value(&without_delivery(parse_extra(&req.extra)));
+    doc.raw(",\"max_tokens\":");
+    doc.json(&req.max_tokens);
+    doc.raw(",\"messages\":[");
+    for (i, m) in req.messages.iter().enumerate() {
+        doc.raw(if i == 0 {
+            "{\"content\":"
+        } else {
+            ",{\"content\":"
+        });
+        doc.json(&m.content);
+        doc.raw(",\"extra\":");
+        match m.extra.as_deref() {
+            Some(extra) => doc.value(&parse_extra(extra)),
+            None => doc.raw("null"),
+        }
+        doc.raw(",\"role\":");
+        doc.json(&m.role);
+        doc.raw("}");
+    }
+    doc.raw("],\"model\":");
+    doc.json(&req.model);
+    doc.raw(",\"provider\":");
+    doc.json(&req.provider);
+    doc.raw(",\"temperature\":");
+    doc.json(&req.temperature);
+    doc.raw(",\"top_p\":");
+    doc.json(&req.top_p);
+    doc.raw("}");
+    let digest = doc.0.finalize();
     let mut key = String::with_capacity(3 + 64);
     key.push_str("v1:");
     for byte in digest {
@@ -124,6 +135,63 @@ pub fn cache_key(req: &ChatRequest) -> String {
     key
 }
 
+/// Canonical JSON text (object keys sorted at every level) fed straight into a SHA-256.
+struct Canonical(Sha256);
+
+impl std::io::Write for Canonical {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Canonical {
+    fn raw(&mut self, text: &str) {
+        self.0.update(text.as_bytes());
+    }
+
+    /// A string, number, option or other value with no object inside, as serde_json writes it.
+    fn json(&mut self, value: &impl serde::Serialize) {
+        // Writing into a hash cannot fail, and these types always serialize.
+        let _ = serde_json::to_writer(&mut *self, value);
+    }
+
+    /// Any JSON value, with the keys of its objects sorted.
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                self.raw("{");
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        self.raw(",");
+                    }
+                    self.json(k);
+                    self.raw(":");
+                    self.value(v);
+                }
+                self.raw("}");
+            }
+            Value::Array(items) => {
+                self.raw("[");
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.raw(",");
+                    }
+                    self.value(v);
+                }
+                self.raw("]");
+            }
+            scalar => self.json(scalar),
+        }
+    }
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The JSON value of an `extra` text; text that is not JSON is kept as a string.
@@ -131,35 +199,15 @@ fn parse_extra(extra: &str) -> Value {
     serde_json::from_str(extra).unwrap_or_else(|_| Value::String(extra.to_owned()))
 }
 
-/// Writes `value` as JSON with object keys sorted, whatever the map order of serde_json.
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
+/// A lower bound of the size of the response's JSON: the sum of its texts' lengths (a text's
+/// JSON form is never shorter than the text).
+fn min_json_len(resp: &ChatResponse) -> usize {
+    let choices: usize = resp
+        .choices
+        .iter()
+        .map(|c| c.message.role.len() + c.message.content.as_ref().map_or(0, String::len))
+        .sum();
+    resp.id.len() + resp.provider.len() + resp.model.len() + resp.extra.len() + choices
 }
 
 /// Marks a response as a cache `hit` or `miss` in its body.
@@ -209,16 +257,26 @@ impl Plugin for Cache {
         let PostOutcome::Response(mut resp) = outcome else {
             return Ok(outcome);
         };
-        let json = serde_json::to_vec(&resp).map_err(|e| format!("cannot encode response: {e}"))?;
-        if json.len() <= self.config.max_entry_bytes {
-            kv::set(
-                &key,
-                &json,
-                Some(Duration::from_secs(self.config.ttl_seconds)),
+        let max = self.config.max_entry_bytes;
+        let at_least = min_json_len(&resp);
+        if at_least > max {
+            // Certainly too large: not worth encoding to find out by how much.
+            debug!(
+                "not caching a response of at least {at_least} bytes (max_entry_bytes is {max})"
             );
         } else {
-            let (len, max) = (json.len(), self.config.max_entry_bytes);
-            debug!("not caching a {len}-byte response (max_entry_bytes is {max})");
+            let json =
+                serde_json::to_vec(&resp).map_err(|e| format!("cannot encode response: {e}"))?;
+            if json.len() <= max {
+                kv::set(
+                    &key,
+                    &json,
+                    Some(Duration::from_secs(self.config.ttl_seconds)),
+                );
+            } else {
+                let len = json.len();
+                debug!("not caching a {len}-byte response (max_entry_bytes is {max})");
+            }
         }
         mark(&mut resp, "miss")?;
         Ok(PostOutcome::Response(resp))
@@ -312,6 +370,19 @@ mod tests {
             "invalid config: ttl_seconds: invalid value: integer `-1`, expected u64"
         );
         assert!(err(r#"{"ttl": 1}"#).contains("unknown field `ttl`"));
+    }
+
+    #[test]
+    fn the_size_bound_never_exceeds_the_encoded_size() {
+        let mut r = ChatResponse::with_text("id-1", "mock", "echo", 0, "a \"quoted\"\n text é");
+        r.extra = r#"{"system_fingerprint":"fp"}"#.into();
+        let encoded = serde_json::to_vec(&r).unwrap().len();
+        assert!(
+            min_json_len(&r) <= encoded,
+            "{} > {encoded}",
+            min_json_len(&r)
+        );
+        assert!(min_json_len(&r) > 40, "the bound counts the texts");
     }
 
     #[test]
