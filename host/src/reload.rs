@@ -73,7 +73,9 @@ impl Drop for Watcher {
     }
 }
 
-/// Whether an event concerns a plugin file or the config file.
+/// Whether an event concerns a plugin file or the config file. Called on the watcher's thread
+/// for every change in the watched directories (a log file written next to the config changes
+/// on every request), so the common answer, no, costs no system call.
 fn relevant(path: &Path, plugins_dir: &Path, config_file: Option<&Path>) -> bool {
     let is_wasm = path.extension().is_some_and(|e| e == "wasm")
         && path.parent().is_some_and(|p| same_dir(p, plugins_dir));
@@ -81,8 +83,10 @@ fn relevant(path: &Path, plugins_dir: &Path, config_file: Option<&Path>) -> bool
     is_wasm || is_config
 }
 
+/// `a` and `b` name the same directory (compared as written first: events name paths under the
+/// watched directory as it was given).
 fn same_dir(a: &Path, b: &Path) -> bool {
-    a == b || a.canonicalize().ok() == b.canonicalize().ok()
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Starts watching the plugins directory (created if missing) and the config file, re-reading
@@ -94,11 +98,16 @@ pub async fn watch(admin: Arc<Admin>, source: &ConfigSource) -> anyhow::Result<W
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("creating the plugins directory {}", plugins_dir.display()))?;
     let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+    let config_file = source.file.clone();
+    // Only changes to plugins or to the config wake the gateway's runtime.
+    let (dir, file) = (plugins_dir.clone(), config_file.clone());
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {
                 for path in event.paths {
-                    let _ = tx.send(path);
+                    if relevant(&path, &dir, file.as_deref()) {
+                        let _ = tx.send(path);
+                    }
                 }
             }
             Ok(_) => {}
@@ -108,7 +117,6 @@ pub async fn watch(admin: Arc<Admin>, source: &ConfigSource) -> anyhow::Result<W
     watcher
         .watch(&plugins_dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", plugins_dir.display()))?;
-    let config_file = source.file.clone();
     if let Some(file) = &config_file {
         // Watch the directory, not the file: editors replace files by renaming over them.
         let dir = file
@@ -120,26 +128,20 @@ pub async fn watch(admin: Arc<Admin>, source: &ConfigSource) -> anyhow::Result<W
             .with_context(|| format!("watching {}", dir.display()))?;
     }
     tracing::info!(plugins_dir = %plugins_dir.display(), config = ?config_file, "watching for plugin and config changes");
-    let task = tokio::spawn(run(admin, plugins_dir, config_file, rx));
+    let task = tokio::spawn(run(admin, rx));
     Ok(Watcher {
         _watcher: watcher,
         task,
     })
 }
 
-async fn run(
-    admin: Arc<Admin>,
-    plugins_dir: PathBuf,
-    config_file: Option<PathBuf>,
-    mut rx: mpsc::UnboundedReceiver<PathBuf>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut any = relevant(&first, &plugins_dir, config_file.as_deref());
+/// Reconciles after each quiet burst of relevant changes (`rx` carries only those).
+async fn run(admin: Arc<Admin>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+    while rx.recv().await.is_some() {
         let started = tokio::time::Instant::now();
         loop {
             match tokio::time::timeout(QUIET, rx.recv()).await {
-                Ok(Some(path)) => {
-                    any |= relevant(&path, &plugins_dir, config_file.as_deref());
+                Ok(Some(_)) => {
                     if started.elapsed() > MAX_DELAY {
                         break;
                     }
@@ -148,8 +150,30 @@ async fn run(
                 Err(_quiet) => break,
             }
         }
-        if any {
-            admin.reload_from_source().await;
+        admin.reload_from_source().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plugins_and_the_config_file_are_relevant() {
+        let plugins = Path::new("plugins");
+        let config = Some(Path::new("conf/config.json"));
+        for (path, expected) in [
+            ("plugins/auth.wasm", true),
+            ("conf/config.json", true),
+            ("plugins/notes.txt", false),
+            ("conf/gateway.log", false),
+            ("conf/other.wasm", false),
+        ] {
+            assert_eq!(
+                relevant(Path::new(path), plugins, config),
+                expected,
+                "{path}"
+            );
         }
     }
 }
