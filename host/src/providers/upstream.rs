@@ -28,7 +28,8 @@ pub(super) enum Auth {
 pub(super) struct Upstream {
     /// The provider key, for messages.
     pub(super) name: String,
-    url: String,
+    /// The endpoint, parsed once (not on every request).
+    url: reqwest::Url,
     auth: Auth,
     keys: KeyRing,
     retries: RetryConfig,
@@ -40,7 +41,7 @@ impl std::fmt::Debug for Upstream {
         // The keys are never printed.
         f.debug_struct("Upstream")
             .field("name", &self.name)
-            .field("url", &self.url)
+            .field("url", &self.url.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -90,16 +91,23 @@ impl Upstream {
             );
         }
         let keys = KeyRing::from_env(&key_configs)?;
+        let url = match query {
+            Some(query) => format!("{base}{}?{query}", config.path),
+            None => format!("{base}{}", config.path),
+        };
+        let url = reqwest::Url::parse(&url).map_err(|e| {
+            anyhow::anyhow!("base_url {:?} is not a valid URL: {e}", config.base_url)
+        })?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
+            // A redirect is answered as the upstream's error, never followed: following it
+            // would send the prompt (and, on the same host, the key) somewhere not configured.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| anyhow::anyhow!("building the HTTP client failed: {e}"))?;
         Ok(Self {
             name: name.to_string(),
-            url: match query {
-                Some(query) => format!("{base}{}?{query}", config.path),
-                None => format!("{base}{}", config.path),
-            },
+            url,
             auth: config.auth,
             keys,
             retries: config.retries,
@@ -112,17 +120,18 @@ impl Upstream {
     /// returns the last answer, whatever its status. The error names the provider and says
     /// whether it timed out. Timeouts are not retried: the upstream may still be working.
     pub(super) async fn send(&self, body: &Value) -> Result<reqwest::Response, GatewayError> {
-        let body = serde_json::to_vec(body).map_err(|e| {
+        // Bytes: a retry re-sends the same buffer without copying it.
+        let body = bytes::Bytes::from(serde_json::to_vec(body).map_err(|e| {
             GatewayError::new(
                 500,
                 format!("encoding the request for `{}`: {e}", self.name),
             )
-        })?;
+        })?);
         let mut retry = 0;
         loop {
             let mut call = self
                 .client
-                .post(&self.url)
+                .post(self.url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
             match (&self.auth, self.keys.next()) {
@@ -137,6 +146,9 @@ impl Upstream {
                 (Auth::Bearer | Auth::Header(_), None) => {}
             }
             let (wait, outcome) = match call.send().await {
+                Ok(response) if response.status().is_redirection() => {
+                    return Err(self.redirected(&response));
+                }
                 Ok(response) if retryable_status(response.status().as_u16()) => {
                     let retry_after = response
                         .headers()
@@ -219,6 +231,20 @@ impl Upstream {
     pub(super) fn bad_response(&self, why: impl std::fmt::Display) -> GatewayError {
         GatewayError::new(502, format!("provider `{}` {why}", self.name))
             .with_code("provider_bad_response")
+    }
+
+    /// The error for a redirect, which is not followed.
+    fn redirected(&self, response: &reqwest::Response) -> GatewayError {
+        let to = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nowhere given");
+        self.bad_response(format!(
+            "answered HTTP {} redirecting to {to}; redirects are not followed: set the \
+             provider's base_url to the final address",
+            response.status().as_u16()
+        ))
     }
 
     /// Reads a whole answer as JSON; an upstream error status becomes its gateway error.

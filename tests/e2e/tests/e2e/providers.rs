@@ -1,7 +1,8 @@
 //! Upstream retries: rate limits, server errors and connection failures are retried as the
 //! provider's `retries` say, waiting as long as a `Retry-After` asks within its cap; client
-//! errors are not; once the retries are spent the request goes on to its fallbacks. Every test
-//! counts the calls the fake upstream received rather than timing anything.
+//! errors are not; once the retries are spent the request goes on to its fallbacks; redirects
+//! are reported, not followed. Every test counts the calls the fake upstream received rather
+//! than timing anything.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -176,5 +177,35 @@ async fn configured_fallbacks_serve_requests_that_give_none() {
     let (status, body) = gw.chat(&req).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+    gw.stop().await;
+}
+
+/// A redirect is not followed (it would send the prompt somewhere not configured): the client
+/// gets a 502 naming the provider and where it pointed, and the upstream saw one call.
+#[tokio::test]
+async fn a_redirect_is_reported_not_followed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let upstream = fake_upstream(move |Json(_): Json<Value>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert("location", HeaderValue::from_static("/v1/elsewhere"));
+            (StatusCode::TEMPORARY_REDIRECT, headers, Json(json!({})))
+        }
+    })
+    .await;
+    let gw = gateway(upstream, fast_retries(2)).await;
+    let (status, body) = gw.chat(&chat_body("up/m", "hi")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "provider_bad_response", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("provider `up`")
+            && message.contains("HTTP 307 redirecting to /v1/elsewhere")
+            && message.contains("not followed"),
+        "{message}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
     gw.stop().await;
 }
