@@ -97,7 +97,15 @@ impl Running {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.log.push(line);
         }
-        (exit, self.log)
+        (exit, std::mem::take(&mut self.log))
+    }
+}
+
+/// A test that fails half-way must not leave its gateway running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
