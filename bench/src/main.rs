@@ -11,7 +11,8 @@
 //!   plugins, 5 realistic plugins (auth, rate-limit, content-filter, cache miss, logging) and
 //!   the same 5 with per-request instances. Systems under test run on core 0; oha and the
 //!   upstream on core 1.
-//! - After a warm-up: c=1 closed-loop latency in interleaved rounds (median of the rounds'
+//! - After a warm-up at 64 connections (which grows the plugins' instance pools to the probes'
+//!   concurrency): c=1 closed-loop latency in interleaved rounds (median of the rounds'
 //!   p50/p99); CPU time of each system's process per request at a fixed open-loop rate; the
 //!   highest open-loop rate (latency-corrected) with p99 < 5 ms and no error; RSS after start
 //!   and at peak; a 50 ms-upstream run at 64 connections; gateway startup with 10 plugins with

@@ -157,12 +157,16 @@ pub fn run(plan: &Plan, gateway_bin: &Path, oha: &Oha) -> anyhow::Result<Figures
         })
         .collect();
 
+    // At the concurrency of the throughput probes: a plugin's instance pool grows on demand
+    // (and keeps up to `max_idle_per_plugin`), and a new instance runs `init` (content-filter
+    // compiles its regexes, ~1.5 ms), so without this the first probe to reach a new
+    // concurrency would measure the pool's growth rather than the steady state.
     eprintln!("warming up");
     for t in &targets {
         let m = oha.run(
             &t.request,
             Shape::Closed {
-                connections: 4,
+                connections: 64,
                 requests: plan.warmup_requests,
             },
         )?;
