@@ -215,6 +215,19 @@ fn serves_from_a_config_file_and_drains_then_cleans_up_on_sigterm() {
     );
 }
 
+/// The first CPU this process may run on (the machine may not let it use CPU 0).
+fn first_allowed_cpu() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status");
+    list.trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect()
+}
+
 /// Limited to one CPU (as in a container with a one-CPU quota), the gateway runs on a
 /// current-thread runtime, and serves plugins, streams and a graceful shutdown the same.
 #[test]
@@ -224,7 +237,7 @@ fn on_one_cpu_it_serves_from_a_current_thread_runtime() {
     std::fs::create_dir_all(&plugins).expect("mkdir");
     std::fs::copy(wasmgate_artifacts::HELLO_WORLD, plugins.join("hello.wasm")).expect("copy");
     let mut taskset = Command::new("taskset");
-    taskset.args(["--cpu-list", "0", BIN]);
+    taskset.args(["--cpu-list", &first_allowed_cpu(), BIN]);
     let gw = Running::launch(
         taskset,
         &[
