@@ -1,9 +1,19 @@
 //! The compiled filter: the banned patterns as one regex, what to do on a match, and how many
 //! characters a match can span (what a stream must hold back). Pure: no host calls.
+//!
+//! Memory matters more than usual here: the gateway keeps a warm instance of the plugin per
+//! concurrent request, and a wasm instance never gives memory back, so whatever compiling the
+//! patterns needed at its peak stays with every instance. See [`ascii_split`].
 
 use std::borrow::Cow;
+use std::ops::Range;
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::Regex;
+use regex_automata::nfa::thompson::WhichCaptures;
+use regex_automata::{Input, Match};
+use regex_syntax::hir::{
+    Capture, Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Repetition,
+};
 use wasmgate_sdk::{Result, config_error};
 
 /// What to do with text that matches a banned pattern.
@@ -18,10 +28,9 @@ pub enum Action {
 /// The banned patterns, compiled.
 #[derive(Debug)]
 pub struct Filter {
-    /// Every pattern, as one alternation (`(?:p0)|(?:p1)|...`), leftmost-first.
+    /// Every pattern, in one multi-pattern regex, leftmost-first (as the alternation
+    /// `(?:p0)|(?:p1)|...`); a match names its pattern.
     regex: Regex,
-    /// Each pattern on its own, to name the one that matched in the log.
-    each: Vec<Regex>,
     /// What a match leads to.
     action: Action,
     /// The most characters one match can span, as far as streams are concerned: the smaller of
@@ -55,7 +64,7 @@ impl Filter {
         if patterns.is_empty() {
             return Err(config_error("patterns", "must list at least one pattern"));
         }
-        let mut each = Vec::with_capacity(patterns.len());
+        let mut hirs = Vec::with_capacity(patterns.len());
         let mut hold = 0;
         let mut unbounded = Vec::new();
         for (i, pattern) in patterns.iter().enumerate() {
@@ -88,35 +97,36 @@ impl Filter {
                     unbounded.push(i);
                 }
             }
-            each.push(compile(pattern, case_insensitive).map_err(|e| config_error(&field, e))?);
+            hirs.push(ascii_split(&hir));
         }
-        let all: Vec<String> = patterns.iter().map(|p| format!("(?:{p})")).collect();
-        let regex =
-            compile(&all.join("|"), case_insensitive).map_err(|e| config_error("patterns", e))?;
+        let regex = Regex::builder()
+            .configure(Regex::config().which_captures(WhichCaptures::Implicit))
+            .build_many_from_hir(&hirs)
+            .map_err(|e| config_error("patterns", one_line(&e.to_string())))?;
         if let Action::Redact(replacement) = &action
-            && let Some(m) = regex.find(replacement)
+            && let Some(m) = regex.find(replacement.as_str())
         {
-            let i = each
-                .iter()
-                .position(|r| r.is_match(m.as_str()))
-                .unwrap_or(0);
             return Err(config_error(
                 "replacement",
-                format!("must not itself match a banned pattern (it matches patterns[{i}])"),
+                format!(
+                    "must not itself match a banned pattern (it matches patterns[{}])",
+                    m.pattern().as_usize()
+                ),
             ));
         }
         Ok(Filter {
             regex,
-            each,
             action,
             hold,
             unbounded,
         })
     }
 
-    /// The combined regex.
-    pub fn regex(&self) -> &Regex {
-        &self.regex
+    /// The first match in `text` that starts at or after byte `from` (the text before `from`
+    /// is still seen by look-behind assertions such as `\b`): its span and pattern.
+    pub fn find_at(&self, text: &str, from: usize) -> Option<(Range<usize>, Found)> {
+        let m = self.regex.find(Input::new(text).range(from..))?;
+        Some((m.range(), found(&m)))
     }
 
     /// What a match leads to.
@@ -136,31 +146,95 @@ impl Filter {
 
     /// The first match in `text`, if any.
     pub fn find(&self, text: &str) -> Option<Found> {
-        self.regex.find(text).map(|m| self.which(m.as_str()))
+        self.regex.find(text).map(|m| found(&m))
     }
 
-    /// Which pattern a matched text belongs to.
-    pub fn which(&self, matched: &str) -> Found {
-        let pattern = self
-            .each
-            .iter()
-            .position(|r| r.is_match(matched))
-            .unwrap_or(0);
-        Found { pattern }
-    }
-
-    /// `text` with every match replaced by `replacement` (borrowed when nothing matched).
+    /// `text` with every match replaced by `replacement`, taken literally (borrowed when
+    /// nothing matched).
     pub fn redact<'t>(&self, text: &'t str, replacement: &str) -> Cow<'t, str> {
-        self.regex.replace_all(text, regex::NoExpand(replacement))
+        let mut out = String::new();
+        let mut kept = 0;
+        // No pattern matches the empty string (checked at load), so matches never overlap.
+        for m in self.regex.find_iter(text) {
+            out.push_str(&text[kept..m.start()]);
+            out.push_str(replacement);
+            kept = m.end();
+        }
+        if kept == 0 && out.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        out.push_str(&text[kept..]);
+        Cow::Owned(out)
     }
 }
 
-/// A regex with the filter's settings.
-fn compile(pattern: &str, case_insensitive: bool) -> core::result::Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(case_insensitive)
-        .build()
-        .map_err(|e| one_line(&e.to_string()))
+fn found(m: &Match) -> Found {
+    Found {
+        pattern: m.pattern().as_usize(),
+    }
+}
+
+/// Most non-ASCII members a class may have to be split off as literals.
+const SPLIT_MAX_CHARS: u32 = 8;
+
+/// `hir` with each class that is ASCII but for a few characters rewritten as the alternation
+/// of its ASCII part and those characters as literals: the same language, compiled differently.
+///
+/// Case-insensitive matching makes such classes of most ASCII words: Unicode simple case folding
+/// adds `ſ` (U+017F) to `s` and the Kelvin sign (U+212A) to `k`, so `password` becomes
+/// `pa[Ssſ][Ssſ]word`. The NFA compiler builds a class with non-ASCII members through a UTF-8
+/// automaton whose scratch table takes 320 KB; in a wasm instance that memory is never given
+/// back, and the gateway keeps an instance per concurrent request. Split, the same patterns
+/// compile in under 80 KB.
+fn ascii_split(hir: &Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(class)) => split_class(class).unwrap_or_else(|| hir.clone()),
+        HirKind::Repetition(rep) => Hir::repetition(Repetition {
+            sub: Box::new(ascii_split(&rep.sub)),
+            ..rep.clone()
+        }),
+        HirKind::Capture(cap) => Hir::capture(Capture {
+            sub: Box::new(ascii_split(&cap.sub)),
+            ..cap.clone()
+        }),
+        HirKind::Concat(subs) => Hir::concat(subs.iter().map(ascii_split).collect()),
+        HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(ascii_split).collect()),
+        _ => hir.clone(),
+    }
+}
+
+/// A class's ASCII ranges as one class, followed by its few non-ASCII characters as literals;
+/// `None` when it has no non-ASCII member or too many to list.
+fn split_class(class: &ClassUnicode) -> Option<Hir> {
+    let mut ascii = Vec::new();
+    let mut others = Vec::new();
+    for range in class.ranges() {
+        if range.end().is_ascii() {
+            ascii.push(*range);
+        } else if range.start().is_ascii() {
+            ascii.push(ClassUnicodeRange::new(range.start(), '\x7f'));
+            others.push(('\u{80}', range.end()));
+        } else {
+            others.push((range.start(), range.end()));
+        }
+    }
+    let count: u32 = others
+        .iter()
+        .map(|&(start, end)| u32::from(end) - u32::from(start) + 1)
+        .sum();
+    if others.is_empty() || count > SPLIT_MAX_CHARS {
+        return None;
+    }
+    let mut alternatives = Vec::new();
+    if !ascii.is_empty() {
+        alternatives.push(Hir::class(Class::Unicode(ClassUnicode::new(ascii))));
+    }
+    for (start, end) in others {
+        for c in start..=end {
+            alternatives.push(Hir::literal(c.encode_utf8(&mut [0; 4]).as_bytes()));
+        }
+    }
+    Some(Hir::alternation(alternatives))
 }
 
 /// A parse error as `<problem> at character <n>` (1-based; the field already names the pattern).

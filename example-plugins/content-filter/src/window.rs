@@ -60,13 +60,13 @@ impl Window {
         let mut out = String::new();
         let mut pos = self.start;
         while pos < cut {
-            match filter.regex().find_at(&self.buf, pos) {
-                Some(m) if m.start() < cut && !m.is_empty() => match filter.action() {
-                    Action::Reject => return Err(filter.which(m.as_str())),
+            match filter.find_at(&self.buf, pos) {
+                Some((m, found)) if m.start < cut && !m.is_empty() => match filter.action() {
+                    Action::Reject => return Err(found),
                     Action::Redact(replacement) => {
-                        out.push_str(&self.buf[pos..m.start()]);
+                        out.push_str(&self.buf[pos..m.start]);
                         out.push_str(replacement);
-                        pos = m.end();
+                        pos = m.end;
                     }
                 },
                 _ => {
