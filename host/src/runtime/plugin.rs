@@ -802,7 +802,7 @@ impl PluginInstance {
             .fuel
             .saturating_sub(self.store.get_fuel().unwrap_or(0));
         self.store.data_mut().request = None;
-        let plugin = self.store.data().plugin.to_string();
+        let plugin = || self.store.data().plugin.to_string();
         let returned = match &result {
             Ok(Ok(value)) => value.output_bytes(),
             Ok(Err(message)) => message.len(),
@@ -812,7 +812,7 @@ impl PluginInstance {
             // The instance now holds that much memory: do not keep it.
             self.poisoned = true;
             return Err(HookFailure {
-                plugin,
+                plugin: plugin(),
                 hook,
                 kind: FailureKind::OutputTooLarge,
                 detail: format!(
@@ -826,7 +826,7 @@ impl PluginInstance {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(HookFailure {
-                plugin,
+                plugin: plugin(),
                 hook,
                 kind: FailureKind::GuestError,
                 detail: format!("the plugin returned an error: {message}"),
@@ -835,7 +835,7 @@ impl PluginInstance {
                 self.poisoned = true;
                 let kind = classify(&self.store, &err);
                 Err(HookFailure {
-                    plugin,
+                    plugin: plugin(),
                     hook,
                     kind,
                     detail: describe(kind, &err, self.limits, &self.store),
