@@ -89,9 +89,8 @@ impl Filter {
                 }
                 Some(_) => {}
             }
-            // `maximum_len` counts bytes; a character is at least one byte.
-            match props.maximum_len() {
-                Some(bytes) if bytes <= max_match_chars => hold = hold.max(bytes),
+            match max_chars(&hir) {
+                Some(chars) if chars <= max_match_chars => hold = hold.max(chars),
                 _ => {
                     hold = max_match_chars;
                     unbounded.push(i);
@@ -171,6 +170,31 @@ impl Filter {
 fn found(m: &Match) -> Found {
     Found {
         pattern: m.pattern().as_usize(),
+    }
+}
+
+/// The most characters a match of `hir` can span, or `None` when unbounded. (`regex-syntax`
+/// bounds matches in bytes, which overstates characters up to fourfold: case-insensitive `k`
+/// also matches the three-byte Kelvin sign.)
+fn max_chars(hir: &Hir) -> Option<usize> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(literal) => Some(String::from_utf8_lossy(&literal.0).chars().count()),
+        HirKind::Class(_) => Some(1),
+        HirKind::Repetition(rep) => {
+            let sub = max_chars(&rep.sub)?;
+            if sub == 0 {
+                return Some(0);
+            }
+            sub.checked_mul(usize::try_from(rep.max?).ok()?)
+        }
+        HirKind::Capture(cap) => max_chars(&cap.sub),
+        HirKind::Concat(subs) => subs
+            .iter()
+            .try_fold(0usize, |sum, sub| sum.checked_add(max_chars(sub)?)),
+        HirKind::Alternation(subs) => subs
+            .iter()
+            .try_fold(0usize, |most, sub| Some(most.max(max_chars(sub)?))),
     }
 }
 
@@ -292,9 +316,14 @@ mod tests {
     #[test]
     fn hold_is_the_longest_possible_match_capped_by_max_match_chars() {
         assert_eq!(redactor(&["damn", "darn"]).hold(), 4);
-        // Bytes, not characters: case-insensitive `k` also matches the Kelvin sign (3 bytes).
-        assert_eq!(redactor(&["damn", "heck"]).hold(), 6);
+        // Characters, not bytes: case-insensitive `k` also matches the Kelvin sign (3 bytes).
+        assert_eq!(redactor(&["damn", "heck"]).hold(), 4);
         assert_eq!(redactor(&[r"id-[0-9]{10}"]).hold(), 13);
+        assert_eq!(redactor(&[r"sk-[A-Za-z0-9]{20,40}"]).hold(), 43);
+        assert_eq!(redactor(&["(?:ab|été){2}", r"\bzz\b"]).hold(), 6);
+        // Unbounded, or beyond the cap: the cap, and the pattern is named.
+        let f = redactor(&["damn", "x{65}"]);
+        assert_eq!((f.hold(), f.unbounded()), (64, &[1][..]));
         let f = redactor(&["damn", r"bad\w*"]);
         assert_eq!(f.hold(), 64);
         assert_eq!(f.unbounded(), [1]);
