@@ -26,31 +26,30 @@ pub struct Micro {
     pub median_ns: f64,
 }
 
-/// Reads criterion's `<dir>/<group>/<bench>/new/estimates.json` files (sorted by id).
+/// Reads criterion's `<dir>/<group>/<bench>/new/estimates.json` files, and the
+/// `<dir>/<bench>/new/estimates.json` of benchmarks outside a group (sorted by id). Criterion
+/// writes an id's `/` as `_` in a directory name, so an ungrouped `a/b` is listed as `a_b`.
 pub fn read_micro(dir: &Path) -> Vec<Micro> {
     let mut found = Vec::new();
-    let Ok(groups) = std::fs::read_dir(dir) else {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
     };
-    for group in groups.flatten() {
-        let Ok(benches) = std::fs::read_dir(group.path()) else {
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(ns) = median_ns(&entry.path()) {
+            found.push(Micro {
+                id: name,
+                median_ns: ns,
+            });
+            continue;
+        }
+        let Ok(benches) = std::fs::read_dir(entry.path()) else {
             continue;
         };
         for bench in benches.flatten() {
-            let estimates = bench.path().join("new").join("estimates.json");
-            let Ok(text) = std::fs::read_to_string(&estimates) else {
-                continue;
-            };
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-                continue;
-            };
-            if let Some(ns) = json["median"]["point_estimate"].as_f64() {
+            if let Some(ns) = median_ns(&bench.path()) {
                 found.push(Micro {
-                    id: format!(
-                        "{}/{}",
-                        group.file_name().to_string_lossy(),
-                        bench.file_name().to_string_lossy()
-                    ),
+                    id: format!("{name}/{}", bench.file_name().to_string_lossy()),
                     median_ns: ns,
                 });
             }
@@ -58,6 +57,13 @@ pub fn read_micro(dir: &Path) -> Vec<Micro> {
     }
     found.sort_by(|a, b| a.id.cmp(&b.id));
     found
+}
+
+/// The median of a benchmark directory's latest run, if it has one.
+fn median_ns(bench: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(bench.join("new").join("estimates.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
 }
 
 /// The figures of the system labelled `prefix...`.
@@ -252,6 +258,32 @@ pub fn human_ns(ns: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micro_benchmarks_are_read_in_and_outside_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, ns: f64| {
+            let new = dir.path().join(path).join("new");
+            std::fs::create_dir_all(&new).unwrap();
+            let json = serde_json::json!({"median": {"point_estimate": ns}});
+            std::fs::write(new.join("estimates.json"), json.to_string()).unwrap();
+        };
+        write("hook/pre_hook_1kb_noop", 3480.0);
+        write("instance_checkout_checkin", 540.0);
+        // criterion's own report directory has no estimates: skipped.
+        std::fs::create_dir_all(dir.path().join("report")).unwrap();
+        let found: Vec<(String, f64)> = read_micro(dir.path())
+            .into_iter()
+            .map(|m| (m.id, m.median_ns))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("hook/pre_hook_1kb_noop".to_string(), 3480.0),
+                ("instance_checkout_checkin".to_string(), 540.0),
+            ]
+        );
+    }
 
     fn sys(label: &str, p50: f64, rps: f64, peak_kib: u64) -> SystemFigures {
         SystemFigures {
