@@ -797,10 +797,11 @@ impl PluginInstance {
         drop(ticking);
         self.poisoned = false;
         self.last_elapsed = started.elapsed();
+        // Without fuel metering (`runtime.fuel` off) there is no fuel to read: none was used.
         self.last_fuel = self
-            .limits
-            .fuel
-            .saturating_sub(self.store.get_fuel().unwrap_or(0));
+            .store
+            .get_fuel()
+            .map_or(0, |left| self.limits.fuel.saturating_sub(left));
         self.store.data_mut().request = None;
         let plugin = || self.store.data().plugin.to_string();
         let returned = match &result {
@@ -865,7 +866,7 @@ fn prepare(store: &mut Store<HostState>, limits: Limits, ctx: Option<Arc<Request
     state.limiter.hit = false;
     state.stdout.reset();
     state.stderr.reset();
-    // Fuel is enabled on the engine, so this cannot fail.
+    // Fails only when the engine meters no fuel (`runtime.fuel` off): nothing to set then.
     let _ = store.set_fuel(limits.fuel);
     store.set_epoch_deadline(1);
 }

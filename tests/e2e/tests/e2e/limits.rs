@@ -71,6 +71,44 @@ async fn an_infinite_loop_is_stopped_by_the_deadline_when_fuel_is_plentiful() {
 }
 
 #[tokio::test]
+async fn without_fuel_metering_a_loop_is_stopped_by_the_deadline() {
+    let gw = TestGateway::start_with(|config| {
+        config.runtime.fuel = false;
+        config.providers.insert(
+            "backup".into(),
+            wasmgate::providers::ProviderConfig::Mock(Default::default()),
+        );
+        config.plugins = vec![
+            with_limits(
+                scripted("bad", json!({"pre": "loop", "pre_only_provider": "mock"})),
+                LimitsConfig {
+                    timeout_ms: Some(50),
+                    ..Default::default()
+                },
+            ),
+            scripted("good", json!({})),
+        ];
+    })
+    .await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_deadline_exceeded", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("50 ms deadline"), "{message}");
+
+    // Other requests are served, and no fuel is reported where none is metered.
+    for _ in 0..3 {
+        let (status, body) = gw.chat(&chat_body("backup/echo", "next")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(content_of(&body), "echo: next");
+    }
+    let good = gw.plugin_status("good").await;
+    assert!(good["stats"]["calls"].as_u64() > Some(3), "{good}");
+    assert_eq!(good["stats"]["fuel_used"], 0, "{good}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn growing_memory_past_the_cap_is_stopped() {
     let limits = LimitsConfig {
         memory_mb: Some(16),
