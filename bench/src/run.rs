@@ -134,7 +134,8 @@ pub fn run(plan: &Plan, gateway_bin: &Path, oha: &Oha) -> anyhow::Result<Figures
     });
     let mut gateways = Vec::new();
     for setup in Setup::ALL {
-        let config = systems::gateway_config(dir.path(), upstream_addr, setup.plugins());
+        let config =
+            systems::gateway_config(dir.path(), upstream_addr, setup.plugins(), setup.runtime());
         let file = format!("gateway-{}.json", procs.len());
         let (proc, addr, _) = systems::start_gateway(gateway_bin, dir.path(), &file, &config)
             .with_context(|| format!("starting the {}", setup.label()))?;
@@ -159,7 +160,7 @@ pub fn run(plan: &Plan, gateway_bin: &Path, oha: &Oha) -> anyhow::Result<Figures
 
     // At the concurrency of the throughput probes: a plugin's instance pool grows on demand
     // (and keeps up to `max_idle_per_plugin`), and a new instance runs `init` (content-filter
-    // compiles its regexes, ~1.5 ms), so without this the first probe to reach a new
+    // compiles its patterns, ~0.6 ms), so without this the first probe to reach a new
     // concurrency would measure the pool's growth rather than the steady state.
     eprintln!("warming up");
     for t in &targets {
@@ -328,7 +329,8 @@ fn startup(
     let mut warm = Vec::new();
     for i in 0..plan.startups {
         let cache: PathBuf = dir.join(format!("startup-cache-{i}"));
-        let mut config = systems::gateway_config(dir, upstream, systems::ten_plugins());
+        let mut config =
+            systems::gateway_config(dir, upstream, systems::ten_plugins(), serde_json::json!({}));
         config["cache_dir"] = serde_json::json!(cache);
         for times in [&mut cold, &mut warm] {
             let (proc, _, took) =

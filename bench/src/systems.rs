@@ -1,6 +1,7 @@
 //! The systems measured side by side: the mock upstream itself, nginx proxying to it, and the
-//! gateway proxying to it with 0 plugins, 5 no-op plugins, 5 realistic plugins and the same
-//! 5 under per-request isolation. Each is started pinned to the server core.
+//! gateway proxying to it with 0 plugins, 5 no-op plugins, 5 realistic plugins, the same 5
+//! under per-request isolation and the same 5 without fuel metering. Each is started pinned to
+//! the server core.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,15 +23,18 @@ pub enum Setup {
     Realistic5,
     /// The same five, each request on instances that never served another.
     Realistic5Fresh,
+    /// The same five, pooled, with fuel metering off (`runtime.fuel: false`).
+    Realistic5NoFuel,
 }
 
 impl Setup {
     /// Every setup, in report order.
-    pub const ALL: [Setup; 4] = [
+    pub const ALL: [Setup; 5] = [
         Setup::Bare,
         Setup::Noop5,
         Setup::Realistic5,
         Setup::Realistic5Fresh,
+        Setup::Realistic5NoFuel,
     ];
 
     /// Its label in the report.
@@ -40,6 +44,7 @@ impl Setup {
             Setup::Noop5 => "gateway, 5 no-op plugins",
             Setup::Realistic5 => "gateway, 5 realistic plugins",
             Setup::Realistic5Fresh => "gateway, 5 realistic, per-request instances",
+            Setup::Realistic5NoFuel => "gateway, 5 realistic, no fuel metering",
         }
     }
 
@@ -50,7 +55,7 @@ impl Setup {
             Setup::Noop5 => (1..=5)
                 .map(|i| json!({"name": format!("noop{i}"), "path": artifacts::NOOP}))
                 .collect(),
-            Setup::Realistic5 => realistic(),
+            Setup::Realistic5 | Setup::Realistic5NoFuel => realistic(),
             Setup::Realistic5Fresh => realistic()
                 .into_iter()
                 .map(|mut p| {
@@ -58,6 +63,14 @@ impl Setup {
                     p
                 })
                 .collect(),
+        }
+    }
+
+    /// Its runtime settings (`runtime` in the config).
+    pub fn runtime(self) -> Value {
+        match self {
+            Setup::Realistic5NoFuel => json!({"fuel": false}),
+            _ => json!({}),
         }
     }
 }
@@ -96,12 +109,19 @@ pub fn ten_plugins() -> Vec<Value> {
     plugins
 }
 
-/// A gateway config serving `upstream` as provider `up` (and `slow`, 50 ms) with `plugins`.
-pub fn gateway_config(dir: &Path, upstream: SocketAddr, plugins: Vec<Value>) -> Value {
+/// A gateway config serving `upstream` as provider `up` (and `slow`, 50 ms) with `plugins`
+/// and `runtime` settings.
+pub fn gateway_config(
+    dir: &Path,
+    upstream: SocketAddr,
+    plugins: Vec<Value>,
+    runtime: Value,
+) -> Value {
     json!({
         "listen": "127.0.0.1:0",
         "plugins_dir": dir.join("no-plugins"),
         "cache_dir": dir.join("cache"),
+        "runtime": runtime,
         "plugins": plugins,
         "providers": {
             "up": {"type": "openai", "base_url": format!("http://{upstream}/v1")},
