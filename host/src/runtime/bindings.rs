@@ -13,6 +13,10 @@ mod generated {
         world: "plugin",
         imports: { default: async | trappable },
         exports: { default: async },
+        // Hooks are called with borrowed views of the gateway's values (`*Param<'a>`, lowered
+        // straight from them) and return owned ones (`*Result`): no copy of a request or a
+        // response is made just to hand it to a plugin.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -84,20 +88,36 @@ impl From<Hooks> for HookSet {
     }
 }
 
-fn message_to_wit(m: &Message) -> types::Message {
-    types::Message {
-        role: m.role.clone(),
-        content: m.content.clone(),
-        extra: opt_extra_text(&m.extra),
+/// The `extra` texts of a list of messages, written out only when some message has one (the
+/// usual message has none, and then nothing is allocated).
+fn message_extras<'a>(
+    messages: impl ExactSizeIterator<Item = &'a Message> + Clone,
+) -> Vec<Option<String>> {
+    if messages.clone().all(|m| m.extra.is_empty()) {
+        return Vec::new();
+    }
+    messages.map(|m| opt_extra_text(&m.extra)).collect()
+}
+
+/// A message lent to a hook; `extras[i]` is its `extra` text (see [`message_extras`]).
+fn message_param<'a>(
+    m: &'a Message,
+    extras: &'a [Option<String>],
+    i: usize,
+) -> types::MessageParam<'a> {
+    types::MessageParam {
+        role: &m.role,
+        content: m.content.as_deref(),
+        extra: extras.get(i).and_then(Option::as_deref),
     }
 }
 
 fn message_from_wit(
-    m: types::Message,
-    given: Option<Given<'_, types::Message, Message>>,
+    m: types::MessageResult,
+    given: Option<Given<'_, types::MessageParam<'_>, Message>>,
     what: impl Fn() -> String,
 ) -> Result<Message, String> {
-    let given = given.map(|g| (g.sent.extra.as_deref(), &g.original.extra));
+    let given = given.map(|g| (g.sent.extra, &g.original.extra));
     Ok(Message {
         extra: returned_extra(m.extra.as_deref(), given, what)?,
         role: m.role,
@@ -105,26 +125,37 @@ fn message_from_wit(
     })
 }
 
-/// Domain request -> WIT request.
-pub(crate) fn request_to_wit(r: &ChatRequest) -> types::ChatRequest {
-    types::ChatRequest {
-        provider: r.provider.clone(),
-        model: r.model.clone(),
-        messages: r.messages.iter().map(message_to_wit).collect(),
+/// Lends `r` to `f` as the WIT request a hook is called with. Its strings are borrowed, not
+/// copied; only the `extra` objects are written out, as JSON text.
+pub(crate) async fn with_request_wit<R>(
+    r: &ChatRequest,
+    f: impl AsyncFnOnce(&types::ChatRequestParam<'_>) -> R,
+) -> R {
+    let extra = extra_text(&r.extra);
+    let extras = message_extras(r.messages.iter());
+    let messages: Vec<_> = (r.messages.iter().enumerate())
+        .map(|(i, m)| message_param(m, &extras, i))
+        .collect();
+    let fallbacks: Vec<&str> = r.fallbacks.iter().map(String::as_str).collect();
+    let wit = types::ChatRequestParam {
+        provider: &r.provider,
+        model: &r.model,
+        messages: &messages,
         temperature: r.temperature,
         top_p: r.top_p,
         max_tokens: r.max_tokens,
         stream: r.stream,
-        user: r.user.clone(),
-        fallbacks: r.fallbacks.clone(),
-        extra: extra_text(&r.extra),
-    }
+        user: r.user.as_deref(),
+        fallbacks: &fallbacks,
+        extra: &extra,
+    };
+    f(&wit).await
 }
 
 /// WIT request -> domain request; the error says which field a plugin broke.
 fn request_from_wit(
-    r: types::ChatRequest,
-    given: Option<Given<'_, types::ChatRequest, ChatRequest>>,
+    r: types::ChatRequestResult,
+    given: Option<Given<'_, types::ChatRequestParam<'_>, ChatRequest>>,
 ) -> Result<ChatRequest, String> {
     if r.provider.is_empty() || r.model.is_empty() {
         return Err(format!(
@@ -153,7 +184,7 @@ fn request_from_wit(
             message_from_wit(m, given, || format!("messages[{i}]"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let given_extra = given.map(|g| (Some(g.sent.extra.as_str()), &g.original.extra));
+    let given_extra = given.map(|g| (Some(g.sent.extra), &g.original.extra));
     Ok(ChatRequest {
         extra: returned_extra(Some(&r.extra), given_extra, || "request".to_string())?,
         provider: r.provider,
@@ -168,34 +199,64 @@ fn request_from_wit(
     })
 }
 
-fn response_to_wit(r: &ChatResponse) -> types::ChatResponse {
-    types::ChatResponse {
-        id: r.id.clone(),
-        provider: r.provider.clone(),
-        model: r.model.clone(),
-        created: r.created,
-        choices: r
-            .choices
-            .iter()
-            .map(|c| types::Choice {
+/// The JSON texts a response lent to a hook points into besides its own strings: its
+/// `extra` objects.
+struct ResponseTexts {
+    extra: String,
+    messages: Vec<Option<String>>,
+    choices: Vec<Option<String>>,
+}
+
+impl ResponseTexts {
+    fn new(r: &ChatResponse) -> Self {
+        let choices = if r.choices.iter().all(|c| c.extra.is_empty()) {
+            Vec::new()
+        } else {
+            r.choices.iter().map(|c| opt_extra_text(&c.extra)).collect()
+        };
+        Self {
+            extra: extra_text(&r.extra),
+            messages: message_extras(r.choices.iter().map(|c| &c.message)),
+            choices,
+        }
+    }
+
+    fn choices<'a>(&'a self, r: &'a ChatResponse) -> Vec<types::ChoiceParam<'a>> {
+        (r.choices.iter().enumerate())
+            .map(|(i, c)| types::ChoiceParam {
                 index: c.index,
-                message: message_to_wit(&c.message),
-                finish_reason: c.finish_reason.clone(),
-                extra: opt_extra_text(&c.extra),
+                message: message_param(&c.message, &self.messages, i),
+                finish_reason: c.finish_reason.as_deref(),
+                extra: self.choices.get(i).and_then(Option::as_deref),
             })
-            .collect(),
+            .collect()
+    }
+}
+
+/// A response lent to a hook, pointing into `r`, `texts` and `choices`.
+fn response_param<'a>(
+    r: &'a ChatResponse,
+    texts: &'a ResponseTexts,
+    choices: &'a [types::ChoiceParam<'a>],
+) -> types::ChatResponseParam<'a> {
+    types::ChatResponseParam {
+        id: &r.id,
+        provider: &r.provider,
+        model: &r.model,
+        created: r.created,
+        choices,
         usage: r.usage.map(|u| types::Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens,
         }),
-        extra: extra_text(&r.extra),
+        extra: &texts.extra,
     }
 }
 
 fn response_from_wit(
-    r: types::ChatResponse,
-    given: Option<Given<'_, types::ChatResponse, ChatResponse>>,
+    r: types::ChatResponseResult,
+    given: Option<Given<'_, types::ChatResponseParam<'_>, ChatResponse>>,
 ) -> Result<ChatResponse, String> {
     let choices = r
         .choices
@@ -208,7 +269,7 @@ fn response_from_wit(
                 sent: &sent.message,
                 original: &original.message,
             });
-            let extra = given.map(|(sent, original)| (sent.extra.as_deref(), &original.extra));
+            let extra = given.map(|(sent, original)| (sent.extra, &original.extra));
             Ok(Choice {
                 index: c.index,
                 message: message_from_wit(c.message, message, || format!("choices[{i}].message"))?,
@@ -217,7 +278,7 @@ fn response_from_wit(
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let given_extra = given.map(|g| (Some(g.sent.extra.as_str()), &g.original.extra));
+    let given_extra = given.map(|g| (Some(g.sent.extra), &g.original.extra));
     Ok(ChatResponse {
         extra: returned_extra(Some(&r.extra), given_extra, || "response".to_string())?,
         id: r.id,
@@ -244,21 +305,41 @@ fn valid_header(name: &str, value: &str) -> bool {
             .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-/// Domain error -> WIT error.
-pub(crate) fn error_to_wit(e: &GatewayError) -> types::GatewayError {
-    types::GatewayError {
-        message: e.message.clone(),
-        kind: e.kind.clone(),
-        code: e.code.clone(),
+/// Headers lent to a hook.
+fn headers_param(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// An error lent to a hook; `headers` is [`headers_param`] of its headers.
+fn error_param<'a>(
+    e: &'a GatewayError,
+    headers: &'a [(&'a str, &'a str)],
+) -> types::GatewayErrorParam<'a> {
+    types::GatewayErrorParam {
+        message: &e.message,
+        kind: e.kind.as_deref(),
+        code: e.code.as_deref(),
         status: e.status,
         allow_fallbacks: e.allow_fallbacks,
-        headers: e.headers.to_vec(),
+        headers,
     }
+}
+
+/// Lends `e` to `f` as the WIT error a hook is called with.
+pub(crate) async fn with_error_wit<R>(
+    e: &GatewayError,
+    f: impl AsyncFnOnce(&types::GatewayErrorParam<'_>) -> R,
+) -> R {
+    let headers = headers_param(&e.headers);
+    f(&error_param(e, &headers)).await
 }
 
 /// WIT error -> domain error; the status must be an HTTP error status and header names and
 /// values must be valid HTTP.
-pub(crate) fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, String> {
+pub(crate) fn error_from_wit(e: types::GatewayErrorResult) -> Result<GatewayError, String> {
     if !(400..=599).contains(&e.status) {
         return Err(format!(
             "returned a gateway-error with status {}, outside 400..=599",
@@ -289,7 +370,7 @@ pub(crate) fn error_from_wit(e: types::GatewayError) -> Result<GatewayError, Str
 /// `original` the domain request it was made from.
 pub(crate) fn pre_outcome_from_wit(
     o: types::PreOutcome,
-    sent: &types::ChatRequest,
+    sent: &types::ChatRequestParam<'_>,
     original: &ChatRequest,
 ) -> Result<PreOutcome, String> {
     let given = Some(Given { sent, original });
@@ -300,28 +381,42 @@ pub(crate) fn pre_outcome_from_wit(
     })
 }
 
-/// Domain outcome -> WIT post-outcome.
-pub(crate) fn outcome_to_wit(o: &Outcome) -> types::PostOutcome {
+/// Lends `o` to `f` as the WIT post-outcome a hook is called with (strings borrowed, only the
+/// `extra` objects written out).
+pub(crate) async fn with_outcome_wit<R>(
+    o: &Outcome,
+    f: impl AsyncFnOnce(&types::PostOutcomeParam<'_>) -> R,
+) -> R {
     match o {
-        Ok(r) => types::PostOutcome::Response(response_to_wit(r)),
-        Err(e) => types::PostOutcome::Error(error_to_wit(e)),
+        Ok(r) => {
+            let texts = ResponseTexts::new(r);
+            let choices = texts.choices(r);
+            f(&types::PostOutcomeParam::Response(response_param(
+                r, &texts, &choices,
+            )))
+            .await
+        }
+        Err(e) => {
+            let headers = headers_param(&e.headers);
+            f(&types::PostOutcomeParam::Error(error_param(e, &headers))).await
+        }
     }
 }
 
 /// WIT post-outcome -> domain outcome; `sent` is the outcome the hook was called with and
 /// `original` the domain outcome it was made from.
 pub(crate) fn outcome_from_wit(
-    o: types::PostOutcome,
-    sent: &types::PostOutcome,
+    o: types::PostOutcomeResult,
+    sent: &types::PostOutcomeParam<'_>,
     original: &Outcome,
 ) -> Result<Outcome, String> {
     let given = match (sent, original) {
-        (types::PostOutcome::Response(sent), Ok(original)) => Some(Given { sent, original }),
+        (types::PostOutcomeParam::Response(sent), Ok(original)) => Some(Given { sent, original }),
         _ => None,
     };
     Ok(match o {
-        types::PostOutcome::Response(r) => Ok(response_from_wit(r, given)?),
-        types::PostOutcome::Error(e) => Err(error_from_wit(e)?),
+        types::PostOutcomeResult::Response(r) => Ok(response_from_wit(r, given)?),
+        types::PostOutcomeResult::Error(e) => Err(error_from_wit(e)?),
     })
 }
 
@@ -336,13 +431,13 @@ fn opt_len(s: Option<&String>) -> usize {
     s.map_or(0, String::len)
 }
 
-impl OutputSize for types::Message {
+impl OutputSize for types::MessageResult {
     fn output_bytes(&self) -> usize {
         self.role.len() + opt_len(self.content.as_ref()) + opt_len(self.extra.as_ref())
     }
 }
 
-impl OutputSize for types::ChatRequest {
+impl OutputSize for types::ChatRequestResult {
     fn output_bytes(&self) -> usize {
         self.provider.len()
             + self.model.len()
@@ -357,7 +452,7 @@ impl OutputSize for types::ChatRequest {
     }
 }
 
-impl OutputSize for types::ChatResponse {
+impl OutputSize for types::ChatResponseResult {
     fn output_bytes(&self) -> usize {
         self.id.len()
             + self.provider.len()
@@ -375,7 +470,7 @@ impl OutputSize for types::ChatResponse {
     }
 }
 
-impl OutputSize for types::GatewayError {
+impl OutputSize for types::GatewayErrorResult {
     fn output_bytes(&self) -> usize {
         self.message.len()
             + opt_len(self.kind.as_ref())
@@ -384,7 +479,7 @@ impl OutputSize for types::GatewayError {
     }
 }
 
-impl OutputSize for types::StreamChunk {
+impl OutputSize for types::StreamChunkResult {
     fn output_bytes(&self) -> usize {
         opt_len(self.role.as_ref())
             + opt_len(self.content.as_ref())
@@ -402,14 +497,14 @@ impl OutputSize for types::ChunkOutcome {
     }
 }
 
-/// Domain chunk -> WIT chunk.
-pub(crate) fn chunk_to_wit(c: &hooks::StreamChunk) -> types::StreamChunk {
-    types::StreamChunk {
+/// A stream chunk lent to a hook.
+pub(crate) fn chunk_param(c: &hooks::StreamChunk) -> types::StreamChunkParam<'_> {
+    types::StreamChunkParam {
         index: c.index,
         choice: c.choice,
-        role: c.role.clone(),
-        content: c.content.clone(),
-        finish_reason: c.finish_reason.clone(),
+        role: c.role.as_deref(),
+        content: c.content.as_deref(),
+        finish_reason: c.finish_reason.as_deref(),
         usage: c.usage.map(|u| types::Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
@@ -449,11 +544,11 @@ impl OutputSize for types::PreOutcome {
     }
 }
 
-impl OutputSize for types::PostOutcome {
+impl OutputSize for types::PostOutcomeResult {
     fn output_bytes(&self) -> usize {
         match self {
-            types::PostOutcome::Response(r) => r.output_bytes(),
-            types::PostOutcome::Error(e) => e.output_bytes(),
+            types::PostOutcomeResult::Response(r) => r.output_bytes(),
+            types::PostOutcomeResult::Error(e) => e.output_bytes(),
         }
     }
 }
@@ -490,14 +585,19 @@ impl OutputSize for Hooks {
     }
 }
 
-/// Domain HTTP request -> WIT HTTP request.
-pub(crate) fn http_request_to_wit(r: &HttpRequest) -> types::HttpRequest {
-    types::HttpRequest {
-        method: r.method.clone(),
-        path: r.path.clone(),
-        headers: r.headers.clone(),
-        body: r.body.clone(),
-    }
+/// Lends `r` to `f` as the WIT HTTP request a transport interceptor is called with.
+pub(crate) async fn with_http_request_wit<R>(
+    r: &HttpRequest,
+    f: impl AsyncFnOnce(&types::HttpRequest<'_>) -> R,
+) -> R {
+    let headers = headers_param(&r.headers);
+    f(&types::HttpRequest {
+        method: &r.method,
+        path: &r.path,
+        headers: &headers,
+        body: &r.body,
+    })
+    .await
 }
 
 /// WIT transport outcome -> domain transport outcome (header names lower-cased).
@@ -547,34 +647,79 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn extras_handed_back_unchanged_are_reused_and_changed_ones_parsed() {
+    /// What a hook that hands `sent` back unchanged returns.
+    fn returned(sent: &types::ChatRequestParam<'_>) -> types::ChatRequestResult {
+        types::ChatRequestResult {
+            provider: sent.provider.to_string(),
+            model: sent.model.to_string(),
+            messages: (sent.messages.iter())
+                .map(|m| types::MessageResult {
+                    role: m.role.to_string(),
+                    content: m.content.map(str::to_string),
+                    extra: m.extra.map(str::to_string),
+                })
+                .collect(),
+            temperature: sent.temperature,
+            top_p: sent.top_p,
+            max_tokens: sent.max_tokens,
+            stream: sent.stream,
+            user: sent.user.map(str::to_string),
+            fallbacks: sent.fallbacks.iter().map(|f| f.to_string()).collect(),
+            extra: sent.extra.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_lent_with_their_extras_as_json_text() {
         let original = request();
-        let sent = request_to_wit(&original);
-        let back =
-            pre_outcome_from_wit(types::PreOutcome::Continue(sent.clone()), &sent, &original);
-        let Ok(PreOutcome::Continue(same)) = back else {
-            panic!("{back:?}")
-        };
-        assert_eq!(same, original);
+        with_request_wit(&original, async |sent| {
+            assert_eq!((sent.provider, sent.model), ("mock", "echo"));
+            assert_eq!(sent.extra, r#"{"seed":7}"#);
+            assert_eq!(sent.messages[0].content, Some("hi"));
+            assert_eq!(sent.messages[0].extra, Some(r#"{"name":"bob"}"#));
+        })
+        .await;
+        let plain = ChatRequest::from_json(json!({
+            "model": "mock/echo", "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .unwrap();
+        with_request_wit(&plain, async |sent| {
+            assert_eq!(sent.extra, "{}");
+            assert_eq!(sent.messages[0].extra, None);
+        })
+        .await;
+    }
 
-        let mut changed = sent.clone();
-        changed.extra = r#"{"seed": 8, "x": true}"#.to_string();
-        changed.messages[0].extra = Some(r#"{"name": "eve"}"#.to_string());
-        let back = pre_outcome_from_wit(types::PreOutcome::Continue(changed), &sent, &original);
-        let Ok(PreOutcome::Continue(edited)) = back else {
-            panic!("{back:?}")
-        };
-        assert_eq!(edited.extra["seed"], 8);
-        assert_eq!(edited.extra["x"], true);
-        assert_eq!(edited.messages[0].extra["name"], "eve");
+    #[tokio::test]
+    async fn extras_handed_back_unchanged_are_reused_and_changed_ones_parsed() {
+        let original = request();
+        with_request_wit(&original, async |sent| {
+            let back =
+                pre_outcome_from_wit(types::PreOutcome::Continue(returned(sent)), sent, &original);
+            let Ok(PreOutcome::Continue(same)) = back else {
+                panic!("{back:?}")
+            };
+            assert_eq!(same, original);
 
-        let mut broken = sent.clone();
-        broken.messages[0].extra = Some("[1]".to_string());
-        let back = pre_outcome_from_wit(types::PreOutcome::Continue(broken), &sent, &original);
-        assert_eq!(
-            back.unwrap_err(),
-            "messages[0].extra must be a JSON object, got an array"
-        );
+            let mut changed = returned(sent);
+            changed.extra = r#"{"seed": 8, "x": true}"#.to_string();
+            changed.messages[0].extra = Some(r#"{"name": "eve"}"#.to_string());
+            let back = pre_outcome_from_wit(types::PreOutcome::Continue(changed), sent, &original);
+            let Ok(PreOutcome::Continue(edited)) = back else {
+                panic!("{back:?}")
+            };
+            assert_eq!(edited.extra["seed"], 8);
+            assert_eq!(edited.extra["x"], true);
+            assert_eq!(edited.messages[0].extra["name"], "eve");
+
+            let mut broken = returned(sent);
+            broken.messages[0].extra = Some("[1]".to_string());
+            let back = pre_outcome_from_wit(types::PreOutcome::Continue(broken), sent, &original);
+            assert_eq!(
+                back.unwrap_err(),
+                "messages[0].extra must be a JSON object, got an array"
+            );
+        })
+        .await;
     }
 }

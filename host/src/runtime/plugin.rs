@@ -496,16 +496,18 @@ impl LoadedPlugin {
         ctx: &Arc<RequestContext>,
         req: &HttpRequest,
     ) -> Result<TransportOutcome, HookFailure> {
-        let wit = bindings::http_request_to_wit(req);
-        let result = instance
-            .call(Some(ctx), Hook::TransportInterceptor, async |p, s| {
-                p.call_transport_interceptor(s, &wit).await
-            })
-            .await
-            .and_then(|o| {
-                bindings::transport_outcome_from_wit(o)
-                    .map_err(|why| instance.invalid(Hook::TransportInterceptor, why))
-            });
+        let result = bindings::with_http_request_wit(req, async |wit| {
+            instance
+                .call(Some(ctx), Hook::TransportInterceptor, async |p, s| {
+                    p.call_transport_interceptor(s, wit.clone()).await
+                })
+                .await
+        })
+        .await
+        .and_then(|o| {
+            bindings::transport_outcome_from_wit(o)
+                .map_err(|why| instance.invalid(Hook::TransportInterceptor, why))
+        });
         self.observe(Hook::TransportInterceptor, instance, &result);
         result
     }
@@ -517,16 +519,16 @@ impl LoadedPlugin {
         ctx: &Arc<RequestContext>,
         req: &ChatRequest,
     ) -> Result<PreOutcome, HookFailure> {
-        let wit = bindings::request_to_wit(req);
-        let result = instance
-            .call(Some(ctx), Hook::PreHook, async |p, s| {
-                p.call_pre_hook(s, &wit).await
-            })
-            .await
-            .and_then(|o| {
-                bindings::pre_outcome_from_wit(o, &wit, req)
-                    .map_err(|why| instance.invalid(Hook::PreHook, why))
-            });
+        let result = bindings::with_request_wit(req, async |wit| {
+            let outcome = instance
+                .call(Some(ctx), Hook::PreHook, async |p, s| {
+                    p.call_pre_hook(s, wit.clone()).await
+                })
+                .await?;
+            bindings::pre_outcome_from_wit(outcome, wit, req)
+                .map_err(|why| instance.invalid(Hook::PreHook, why))
+        })
+        .await;
         self.observe(Hook::PreHook, instance, &result);
         result
     }
@@ -538,16 +540,16 @@ impl LoadedPlugin {
         ctx: &Arc<RequestContext>,
         outcome: &Outcome,
     ) -> Result<Outcome, HookFailure> {
-        let wit = bindings::outcome_to_wit(outcome);
-        let result = instance
-            .call(Some(ctx), Hook::PostHook, async |p, s| {
-                p.call_post_hook(s, &wit).await
-            })
-            .await
-            .and_then(|o| {
-                bindings::outcome_from_wit(o, &wit, outcome)
-                    .map_err(|why| instance.invalid(Hook::PostHook, why))
-            });
+        let result = bindings::with_outcome_wit(outcome, async |wit| {
+            let returned = instance
+                .call(Some(ctx), Hook::PostHook, async |p, s| {
+                    p.call_post_hook(s, wit.clone()).await
+                })
+                .await?;
+            bindings::outcome_from_wit(returned, wit, outcome)
+                .map_err(|why| instance.invalid(Hook::PostHook, why))
+        })
+        .await;
         self.observe(Hook::PostHook, instance, &result);
         result
     }
@@ -559,10 +561,10 @@ impl LoadedPlugin {
         ctx: &Arc<RequestContext>,
         chunk: &StreamChunk,
     ) -> Result<ChunkOutcome, HookFailure> {
-        let wit = bindings::chunk_to_wit(chunk);
+        let wit = bindings::chunk_param(chunk);
         let result = instance
             .call(Some(ctx), Hook::StreamChunk, async |p, s| {
-                p.call_stream_chunk(s, &wit).await
+                p.call_stream_chunk(s, wit.clone()).await
             })
             .await
             .and_then(|o| {
@@ -580,15 +582,17 @@ impl LoadedPlugin {
         ctx: &Arc<RequestContext>,
         error: &GatewayError,
     ) -> Result<GatewayError, HookFailure> {
-        let wit = bindings::error_to_wit(error);
-        let result = instance
-            .call(Some(ctx), Hook::OnError, async |p, s| {
-                p.call_on_error(s, &wit).await
-            })
-            .await
-            .and_then(|e| {
-                bindings::error_from_wit(e).map_err(|why| instance.invalid(Hook::OnError, why))
-            });
+        let result = bindings::with_error_wit(error, async |wit| {
+            instance
+                .call(Some(ctx), Hook::OnError, async |p, s| {
+                    p.call_on_error(s, wit.clone()).await
+                })
+                .await
+        })
+        .await
+        .and_then(|e| {
+            bindings::error_from_wit(e).map_err(|why| instance.invalid(Hook::OnError, why))
+        });
         self.observe(Hook::OnError, instance, &result);
         result
     }
