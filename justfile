@@ -60,6 +60,25 @@ bench *ARGS:
     "$target/release/wasmgate-bench" run --gateway "$target/release/wasmgate" \
         --oha "$tools/bin/oha" --criterion "$target/criterion" --out BENCHMARKS.md {{ARGS}}
 
+# The hot path in instructions (callgrind), which a noisy machine does not disturb: per hook
+# call and per pipeline run, for comparing two commits. Installs valgrind (Debian) if missing.
+instructions ITERATIONS="500":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v valgrind >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -q && $sudo apt-get install -y -q valgrind
+    fi
+    cargo build --release -p wasmgate --example instructions
+    probe="${CARGO_TARGET_DIR:-target}/release/examples/instructions"
+    for workload in hook pipeline-0 pipeline-noop5 pipeline-realistic5; do
+        total=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+            --toggle-collect='instructions::measure' "$probe" \
+            --workload "$workload" --iterations {{ITERATIONS}} 2>&1 \
+            | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+        echo "$workload: $((total / {{ITERATIONS}})) instructions per iteration"
+    done
+
 # What a plugin costs in each guest language (size, compile, instantiate, memory, call latency).
 guest-costs *ARGS:
     cargo run -p wasmgate --example guest_costs -- {{ARGS}}

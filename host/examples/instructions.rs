@@ -1,0 +1,202 @@
+//! The hot path counted in instructions, not time: on a shared, noisy machine a wall-clock
+//! A/B of a 3 µs hook moves by ±30 % from one run to the next, while the number of
+//! instructions executed does not. Runs one workload `--iterations` times inside
+//! [`measure`], which `just instructions` has callgrind count (`--toggle-collect`), and divides.
+//!
+//! Workloads (`--workload`): `hook` (one pre-hook of the no-op plugin on a 1 KB request, warm
+//! instance), `pipeline-0`, `pipeline-noop5`, `pipeline-realistic5` (the whole pipeline without
+//! HTTP against the mock provider, as `host/benches/hot_path.rs` measures it). The runtime is
+//! sized small (`max_instances`) so that valgrind can map its pooling allocator.
+
+#![expect(clippy::print_stdout, reason = "the probe prints what it ran")]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use wasmgate::chat::ChatRequest;
+use wasmgate::config::Config;
+use wasmgate::context::RequestContext;
+use wasmgate::pipeline::Pipeline;
+use wasmgate::providers::Providers;
+use wasmgate::registry::Registry;
+use wasmgate::runtime::{
+    Grants, Isolation, Limits, PluginSetup, QuarantinePolicy, Runtime, RuntimeOptions,
+};
+use wasmgate_artifacts as artifacts;
+
+/// The 1 KB chat request of the micro-benchmarks.
+fn request_json() -> Value {
+    let prompt = "Summarise the following meeting notes in three bullet points. ".repeat(14);
+    json!({
+        "model": "mock/echo",
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": prompt.trim_end()},
+        ],
+        "max_tokens": 256,
+        "temperature": 0.2,
+    })
+}
+
+fn headers() -> Vec<(String, String)> {
+    vec![
+        ("authorization".into(), "Bearer sk-bench".into()),
+        ("content-type".into(), "application/json".into()),
+    ]
+}
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+/// One workload, ready to run an iteration.
+enum Workload {
+    Hook {
+        plugin: Arc<wasmgate::runtime::LoadedPlugin>,
+        instance: Box<wasmgate::runtime::PluginInstance>,
+        request: ChatRequest,
+        ctx: Arc<RequestContext>,
+    },
+    Pipeline {
+        pipeline: Pipeline,
+        body: Value,
+    },
+}
+
+impl Workload {
+    async fn new(name: &str) -> anyhow::Result<Self> {
+        if name == "hook" {
+            let runtime = Runtime::new(
+                RuntimeOptions {
+                    max_instances: 2,
+                    ..RuntimeOptions::default()
+                },
+                None,
+            )?;
+            let bytes = std::fs::read(artifacts::NOOP).context("reading the no-op plugin")?;
+            let limits = Limits::default();
+            let compiled = runtime.compile(&bytes, limits.stack_bytes)?;
+            let setup = PluginSetup {
+                config: "{}".into(),
+                limits,
+                quarantine: QuarantinePolicy::default(),
+                grants: Grants::default(),
+                isolation: Isolation::Pooled,
+            };
+            let plugin = runtime.load("noop", &compiled, setup).await?;
+            let instance = Box::new(plugin.checkout().await?);
+            return Ok(Workload::Hook {
+                plugin,
+                instance,
+                request: ChatRequest::from_json(request_json())?,
+                ctx: Arc::new(RequestContext::new(headers())),
+            });
+        }
+        let plugins = match name {
+            "pipeline-0" => json!([]),
+            "pipeline-noop5" => (1..=5)
+                .map(|i| json!({"name": format!("noop{i}"), "path": artifacts::NOOP}))
+                .collect(),
+            "pipeline-realistic5" => json!([
+                {"name": "auth", "path": artifacts::AUTH, "config": {"keys": ["sk-bench"]}},
+                {"name": "rate-limit", "path": artifacts::RATE_LIMIT,
+                 "config": {"rules": [{"key": "header:authorization",
+                                       "requests": 1_000_000_000u64}]}},
+                {"name": "content-filter", "path": artifacts::CONTENT_FILTER,
+                 "config": {"patterns": ["\\bpassword\\b", "sk-[A-Za-z0-9]{20,40}"],
+                            "action": "redact"}},
+                {"name": "cache", "path": artifacts::CACHE, "config": {"max_entry_bytes": 1}},
+                {"name": "logging", "path": artifacts::LOGGING, "config": {}},
+            ]),
+            other => anyhow::bail!(
+                "unknown workload {other:?}: use hook, pipeline-0, pipeline-noop5 or \
+                 pipeline-realistic5"
+            ),
+        };
+        let config = Config::parse(
+            &json!({
+                "plugins_dir": "/nonexistent-wasmgate-probe",
+                "cache_dir": null,
+                "runtime": {"max_instances": 6},
+                "plugins": plugins,
+            })
+            .to_string(),
+        )?;
+        let runtime = Runtime::new(config.runtime, None)?;
+        let providers = Arc::new(Providers::from_config(&config.providers)?);
+        let registry = Arc::new(Registry::new(runtime));
+        registry.reconcile(&config).await;
+        Ok(Workload::Pipeline {
+            pipeline: Pipeline::new(registry, providers),
+            body: request_json(),
+        })
+    }
+
+    async fn iterate(&mut self) -> anyhow::Result<()> {
+        match self {
+            Workload::Hook {
+                plugin,
+                instance,
+                request,
+                ctx,
+            } => {
+                black_box(plugin.pre_hook(instance, ctx, black_box(request)).await?);
+            }
+            Workload::Pipeline { pipeline, body } => {
+                let request = ChatRequest::from_json(body.clone())?;
+                let chain = pipeline.select(None, &headers())?;
+                let mut session = pipeline.session(chain, headers());
+                black_box(pipeline.run(&mut session, request).await?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The measured part: what callgrind counts (`--toggle-collect=*instructions::measure*`).
+#[inline(never)]
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    workload: &mut Workload,
+    iterations: usize,
+) -> anyhow::Result<()> {
+    for _ in 0..iterations {
+        rt.block_on(workload.iterate())?;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let name = arg("--workload").unwrap_or_else(|| "hook".into());
+    let iterations: usize = arg("--iterations")
+        .map(|v| v.parse())
+        .transpose()
+        .context("--iterations takes a number")?
+        .unwrap_or(1000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut workload = rt.block_on(Workload::new(&name))?;
+    // Warm: first calls fill caches and grow instance memory.
+    warm_up(&rt, &mut workload)?;
+    measure(&rt, &mut workload, iterations)?;
+    if let Workload::Hook {
+        plugin, instance, ..
+    } = workload
+    {
+        plugin.checkin(*instance);
+    }
+    println!("{name}: {iterations} iterations");
+    Ok(())
+}
+
+/// Ten iterations outside the counted part.
+#[inline(never)]
+fn warm_up(rt: &tokio::runtime::Runtime, workload: &mut Workload) -> anyhow::Result<()> {
+    for _ in 0..10 {
+        rt.block_on(workload.iterate())?;
+    }
+    Ok(())
+}
