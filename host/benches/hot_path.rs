@@ -21,27 +21,9 @@ use wasmgate::providers::Providers;
 use wasmgate::registry::Registry;
 use wasmgate::runtime::{Grants, Isolation, Limits, PluginSetup, QuarantinePolicy, Runtime};
 use wasmgate_artifacts as artifacts;
+use workload::{headers, request_json};
 
-/// A chat request of about 1 KB, as the end-to-end benchmark sends.
-fn request_json() -> Value {
-    let prompt = "Summarise the following meeting notes in three bullet points. ".repeat(14);
-    json!({
-        "model": "mock/echo",
-        "messages": [
-            {"role": "system", "content": "You are a concise assistant."},
-            {"role": "user", "content": prompt.trim_end()},
-        ],
-        "max_tokens": 256,
-        "temperature": 0.2,
-    })
-}
-
-fn headers() -> Vec<(String, String)> {
-    vec![
-        ("authorization".into(), "Bearer sk-bench".into()),
-        ("content-type".into(), "application/json".into()),
-    ]
-}
+mod workload;
 
 fn tokio() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -139,24 +121,12 @@ fn pipeline(rt: &tokio::runtime::Runtime, plugins: Value) -> Pipeline {
 
 fn whole_pipeline(c: &mut Criterion) {
     let rt = tokio();
-    let noop5: Vec<Value> = (1..=5)
-        .map(|i| json!({"name": format!("noop{i}"), "path": artifacts::NOOP}))
-        .collect();
-    let realistic5 = json!([
-        {"name": "auth", "path": artifacts::AUTH, "config": {"keys": ["sk-bench", "sk-other"]}},
-        {"name": "rate-limit", "path": artifacts::RATE_LIMIT,
-         "config": {"rules": [{"key": "header:authorization", "requests": 1_000_000_000u64}]}},
-        {"name": "content-filter", "path": artifacts::CONTENT_FILTER,
-         "config": {"patterns": ["\\bpassword\\b", "sk-[A-Za-z0-9]{20,40}"], "action": "redact"}},
-        {"name": "cache", "path": artifacts::CACHE, "config": {"max_entry_bytes": 1}},
-        {"name": "logging", "path": artifacts::LOGGING, "config": {}},
-    ]);
     let body = request_json();
     let mut group = c.benchmark_group("pipeline");
     for (name, plugins) in [
         ("0_plugins", json!([])),
-        ("5_noop", Value::from(noop5)),
-        ("5_realistic", realistic5),
+        ("5_noop", workload::noop5()),
+        ("5_realistic", workload::realistic5()),
     ] {
         let pipeline = pipeline(&rt, plugins);
         group.bench_function(name, |b| {

@@ -25,27 +25,10 @@ use wasmgate::runtime::{
     Grants, Isolation, Limits, PluginSetup, QuarantinePolicy, Runtime, RuntimeOptions,
 };
 use wasmgate_artifacts as artifacts;
+use workload::{headers, request_json};
 
-/// The 1 KB chat request of the micro-benchmarks.
-fn request_json() -> Value {
-    let prompt = "Summarise the following meeting notes in three bullet points. ".repeat(14);
-    json!({
-        "model": "mock/echo",
-        "messages": [
-            {"role": "system", "content": "You are a concise assistant."},
-            {"role": "user", "content": prompt.trim_end()},
-        ],
-        "max_tokens": 256,
-        "temperature": 0.2,
-    })
-}
-
-fn headers() -> Vec<(String, String)> {
-    vec![
-        ("authorization".into(), "Bearer sk-bench".into()),
-        ("content-type".into(), "application/json".into()),
-    ]
-}
+#[path = "../benches/workload/mod.rs"]
+mod workload;
 
 fn arg(name: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != name).nth(1)
@@ -96,20 +79,8 @@ impl Workload {
         }
         let plugins = match name {
             "pipeline-0" => json!([]),
-            "pipeline-noop5" => (1..=5)
-                .map(|i| json!({"name": format!("noop{i}"), "path": artifacts::NOOP}))
-                .collect(),
-            "pipeline-realistic5" => json!([
-                {"name": "auth", "path": artifacts::AUTH, "config": {"keys": ["sk-bench"]}},
-                {"name": "rate-limit", "path": artifacts::RATE_LIMIT,
-                 "config": {"rules": [{"key": "header:authorization",
-                                       "requests": 1_000_000_000u64}]}},
-                {"name": "content-filter", "path": artifacts::CONTENT_FILTER,
-                 "config": {"patterns": ["\\bpassword\\b", "sk-[A-Za-z0-9]{20,40}"],
-                            "action": "redact"}},
-                {"name": "cache", "path": artifacts::CACHE, "config": {"max_entry_bytes": 1}},
-                {"name": "logging", "path": artifacts::LOGGING, "config": {}},
-            ]),
+            "pipeline-noop5" => workload::noop5(),
+            "pipeline-realistic5" => workload::realistic5(),
             other => anyhow::bail!(
                 "unknown workload {other:?}: use hook, pipeline-0, pipeline-noop5 or \
                  pipeline-realistic5"
