@@ -62,7 +62,8 @@ bench *ARGS:
 
 # The hot path in instructions (callgrind), which a noisy machine does not disturb: per hook
 # call and per pipeline run, for comparing two commits. Installs valgrind (Debian) if missing.
-instructions ITERATIONS="500":
+# Other workloads by name, e.g. `just instructions 200 pipeline-only-cache pipeline-only-auth`.
+instructions ITERATIONS="500" *WORKLOADS="hook pipeline-0 pipeline-noop5 pipeline-realistic5":
     #!/usr/bin/env bash
     set -euo pipefail
     if ! command -v valgrind >/dev/null; then
@@ -71,7 +72,7 @@ instructions ITERATIONS="500":
     fi
     cargo build --release -p wasmgate --example instructions
     probe="${CARGO_TARGET_DIR:-target}/release/examples/instructions"
-    for workload in hook pipeline-0 pipeline-noop5 pipeline-realistic5; do
+    for workload in {{WORKLOADS}}; do
         total=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
             --toggle-collect='instructions::measure' "$probe" \
             --workload "$workload" --iterations {{ITERATIONS}} 2>&1 \

@@ -5,7 +5,8 @@
 //!
 //! Workloads (`--workload`): `hook` (one pre-hook of the no-op plugin on a 1 KB request, warm
 //! instance), `pipeline-0`, `pipeline-noop5`, `pipeline-realistic5` (the whole pipeline without
-//! HTTP against the mock provider, as `host/benches/hot_path.rs` measures it). The runtime is
+//! HTTP against the mock provider, as `host/benches/hot_path.rs` measures it), and
+//! `pipeline-only-<name>` (one of the realistic five alone, e.g. `pipeline-only-cache`). The runtime is
 //! sized small (`max_instances`) so that valgrind can map its pooling allocator.
 
 #![expect(clippy::print_stdout, reason = "the probe prints what it ran")]
@@ -81,10 +82,22 @@ impl Workload {
             "pipeline-0" => json!([]),
             "pipeline-noop5" => workload::noop5(),
             "pipeline-realistic5" => workload::realistic5(),
-            other => anyhow::bail!(
-                "unknown workload {other:?}: use hook, pipeline-0, pipeline-noop5 or \
-                 pipeline-realistic5"
-            ),
+            other => match other.strip_prefix("pipeline-only-") {
+                // One plugin of the realistic five alone, e.g. `pipeline-only-cache`: where
+                // the five's cost goes.
+                Some(plugin) => json!(
+                    workload::realistic5()
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p["name"] == plugin)
+                        .collect::<Vec<_>>()
+                ),
+                None => anyhow::bail!(
+                    "unknown workload {other:?}: use hook, pipeline-0, pipeline-noop5, \
+                     pipeline-realistic5 or pipeline-only-<one of the realistic five>"
+                ),
+            },
         };
         let config = Config::parse(
             &json!({

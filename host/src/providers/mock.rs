@@ -62,10 +62,39 @@ fn tokens(text: &str) -> u32 {
     u32::try_from(text.len().div_ceil(4)).unwrap_or(u32::MAX)
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// FNV-1a over `parts`, each followed by a 0 byte (so ("ab", "c") and ("a", "bc") differ).
+fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    parts
+        .into_iter()
+        .flat_map(|part| part.iter().chain(&[0]))
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// A stable id for the answer to `req`: the same conversation to the same target gets the
+/// same id. Hashes the texts as they are (formatting the messages first cost more than the
+/// rest of the mock's answer).
+fn response_id(req: &ChatRequest) -> String {
+    let extras: Vec<String> = req
+        .messages
+        .iter()
+        .filter(|m| !m.extra.is_empty())
+        .map(|m| serde_json::to_string(&m.extra).unwrap_or_default())
+        .collect();
+    let texts = req.messages.iter().flat_map(|m| {
+        [
+            m.role.as_bytes(),
+            m.content.as_deref().unwrap_or_default().as_bytes(),
+        ]
+    });
+    let hash = fnv1a(
+        [req.provider.as_bytes(), req.model.as_bytes()]
+            .into_iter()
+            .chain(texts)
+            .chain(extras.iter().map(String::as_bytes)),
+    );
+    format!("chatcmpl-mock-{hash:016x}")
 }
 
 impl Mock {
@@ -124,9 +153,8 @@ impl Mock {
             .sum::<u32>();
         let text = format!("echo: {}", req.last_user_text().unwrap_or(""));
         let completion = tokens(&text);
-        let seed = format!("{}|{:?}", req.target(), req.messages);
         Ok(ChatResponse {
-            id: format!("chatcmpl-mock-{:016x}", fnv1a(seed.as_bytes())),
+            id: response_id(req),
             provider: self.name.clone(),
             model: req.model.clone(),
             created: SystemTime::now()

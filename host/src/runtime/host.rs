@@ -140,7 +140,7 @@ impl HostState {
 }
 
 impl logging::Host for HostState {
-    async fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
         self.enter("logging.log")?;
         let message = truncate(message, MAX_LOG_BYTES);
         let plugin = &*self.plugin;
@@ -167,7 +167,7 @@ impl logging::Host for HostState {
 }
 
 impl clock::Host for HostState {
-    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
         self.enter("clock.now-ms")?;
         Ok(SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -177,7 +177,7 @@ impl clock::Host for HostState {
 }
 
 impl context::Host for HostState {
-    async fn request_id(&mut self) -> wasmtime::Result<String> {
+    fn request_id(&mut self) -> wasmtime::Result<String> {
         self.enter("context.request-id")?;
         Ok(self
             .request
@@ -186,17 +186,17 @@ impl context::Host for HostState {
             .unwrap_or_default())
     }
 
-    async fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+    fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
         self.enter("context.header")?;
         Ok(self.request.as_deref().and_then(|r| r.header(&name)))
     }
 
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.enter("context.get")?;
         Ok(self.request.as_deref().and_then(|r| r.get(&key)))
     }
 
-    async fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+    fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
         self.enter("context.set")?;
         if let Some(request) = self.request.as_deref()
             && let Err(why) = request.set(key, value)
@@ -298,7 +298,7 @@ mod tests {
     async fn imports_refuse_to_start_after_the_deadline() {
         let mut state = state(Arc::new(KvStore::new(1 << 20, 1 << 10)));
         state.deadline = Instant::now();
-        assert!(context::Host::header(&mut state, "x".into()).await.is_err());
+        assert!(context::Host::header(&mut state, "x".into()).is_err());
         assert_eq!(state.deadline_import, Some("context.header"));
         state.deadline = Instant::now() + Duration::from_secs(60);
         state.deadline_hit = false;
