@@ -52,7 +52,9 @@ pub enum TransportOutcome {
 /// What a pre-hook decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PreOutcome {
-    /// Go on with this request.
+    /// Go on with the request as it was given to the hook.
+    Pass,
+    /// Go on with this (rewritten) request.
     Continue(ChatRequest),
     /// Skip the provider and answer with this response.
     Respond(ChatResponse),

@@ -16,7 +16,7 @@
 //       this.keys = parseConfig(config, { required: { keys: 'list' } }).keys;
 //     }
 //     preHook(ctx, req) {
-//       if (this.keys.includes(ctx.header('x-api-key'))) return Continue(req);
+//       if (this.keys.includes(ctx.header('x-api-key'))) return Continue();
 //       return Fail(error(401, 'invalid API key', { kind: 'authentication_error', fallbacks: false }));
 //     }
 //   }
@@ -31,10 +31,10 @@
 // gateway handles it by the plugin's failure policy and names the plugin. Any other exception is
 // a bug: the instance traps and the gateway discards it, as it does for a Rust panic.
 
-import { log as hostLog } from 'wasmgate:plugin/logging@0.2.0';
-import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.2.0';
-import * as context from 'wasmgate:plugin/context@0.2.0';
-import * as kv from 'wasmgate:plugin/kv@0.2.0';
+import { log as hostLog } from 'wasmgate:plugin/logging@0.3.0';
+import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.3.0';
+import * as context from 'wasmgate:plugin/context@0.3.0';
+import * as kv from 'wasmgate:plugin/kv@0.3.0';
 
 /** A plugin failure with a message: the hook returns the world's `err`. */
 export class PluginError extends Error {
@@ -47,8 +47,11 @@ export class PluginError extends Error {
 
 // ---- outcomes ------------------------------------------------------------------------------
 
-/** Pre-hook: go on with this (possibly edited) request. */
-export const Continue = (req) => ({ tag: 'continue', val: req });
+/**
+ * Pre-hook: go on. `Continue()` keeps the request exactly as received, the cheapest answer
+ * (nothing is copied back to the gateway); `Continue(req)` goes on with an edited request.
+ */
+export const Continue = (req) => (req === undefined ? { tag: 'pass' } : { tag: 'continue', val: req });
 /** Pre-hook: skip the provider and answer with this response. */
 export const Respond = (resp) => ({ tag: 'respond', val: resp });
 /** Pre-hook: skip the provider and fail with this `error(...)`. */
@@ -284,9 +287,9 @@ export class Plugin {
   transportInterceptor(ctx, req) {
     return Pass();
   }
-  /** Before the provider. Return `Continue(req)`, `Respond(..)` or `Fail(..)`. */
+  /** Before the provider. Return `Continue()`, `Continue(req)`, `Respond(..)` or `Fail(..)`. */
   preHook(ctx, req) {
-    return Continue(req);
+    return Continue();
   }
   /** After the provider, in reverse order: return the outcome (`Response(..)`/`Failed(..)`). */
   postHook(ctx, outcome) {

@@ -24,9 +24,9 @@
 //!         wasmgate_sdk::parse_config(config)
 //!     }
 //!
-//!     fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+//!     fn pre_hook(&mut self, ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
 //!         match ctx.header("x-api-key") {
-//!             Some(key) if self.keys.contains(&key) => Ok(PreOutcome::Continue(req)),
+//!             Some(key) if self.keys.contains(&key) => Ok(PreOutcome::Pass),
 //!             _ => Ok(PreOutcome::Fail(
 //!                 GatewayError::new(401, "invalid API key").kind("authentication_error").no_fallbacks(),
 //!             )),

@@ -49,15 +49,16 @@ pub trait Plugin: Sized + 'static {
 
     /// Runs before the provider is called, in plugin order.
     ///
-    /// Return [`PreOutcome::Continue`] with the (possibly edited) request,
+    /// Return [`PreOutcome::Pass`] to go on with the request unchanged (the cheapest answer:
+    /// nothing is copied back to the gateway), [`PreOutcome::Continue`] with an edited request,
     /// [`PreOutcome::Respond`] to answer without calling the provider, or [`PreOutcome::Fail`] to
     /// fail the request. In the last two cases the post-hooks of the plugins whose pre-hook ran,
     /// this one included, still see the outcome.
     ///
-    /// Default: `Continue(req)`.
+    /// Default: `Pass`.
     fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
-        let _ = ctx;
-        Ok(PreOutcome::Continue(req))
+        let _ = (ctx, req);
+        Ok(PreOutcome::Pass)
     }
 
     /// Runs after the provider (or a short-circuit), in exact reverse order of the pre-hooks, and

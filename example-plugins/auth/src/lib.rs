@@ -186,11 +186,11 @@ impl Plugin for Auth {
         Auth::new(&config, &all_keys(&config)?)
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
         match self.check(ctx.header(&self.header).as_deref()) {
             Ok(i) => {
                 ctx.set("auth.key", &i.to_string());
-                Ok(PreOutcome::Continue(req))
+                Ok(PreOutcome::Pass)
             }
             Err(message) => Ok(PreOutcome::Fail(
                 GatewayError::new(401, message)

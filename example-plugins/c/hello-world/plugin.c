@@ -49,8 +49,8 @@ bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *r
   wg_log(INFO, "%s from pre-hook: request %s, %s/%s", greeting[0], wg_request_id(id, sizeof id),
          wg_cstr(&req->provider, provider, sizeof provider),
          wg_cstr(&req->model, model, sizeof model));
-  ret->tag = WASMGATE_PLUGIN_TYPES_PRE_OUTCOME_CONTINUE;
-  ret->val.continue_ = *req; /* handed back: not freed here */
+  plugin_chat_request_free(req);
+  ret->tag = WASMGATE_PLUGIN_TYPES_PRE_OUTCOME_PASS; /* unchanged: nothing is copied back */
   return true;
 }
 

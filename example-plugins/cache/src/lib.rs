@@ -246,7 +246,7 @@ impl Plugin for Cache {
         ctx.set("cache.status", "miss");
         ctx.set("cache.key", &key);
         self.pending = Some(key);
-        Ok(PreOutcome::Continue(req))
+        Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {

@@ -345,10 +345,10 @@ impl Plugin for ContentFilter {
         self.windows.clear();
         self.streamed = false;
         if !self.scope.prompts() {
-            return Ok(PreOutcome::Continue(req));
+            return Ok(PreOutcome::Pass);
         }
         match self.filter_prompt(&mut req) {
-            Ok(0) => Ok(PreOutcome::Continue(req)),
+            Ok(0) => Ok(PreOutcome::Pass),
             Ok(n) => {
                 info!("redacted banned content in {n} prompt message(s)");
                 Ok(PreOutcome::Continue(req))

@@ -208,7 +208,7 @@ impl Plugin for Governance {
             if self.config.require_known_keys {
                 return Ok(PreOutcome::Fail(unknown_key_error(header, key.is_some())));
             }
-            return Ok(PreOutcome::Continue(req));
+            return Ok(PreOutcome::Pass);
         };
         let key = key.unwrap_or_default();
         let period = Period::at(wasmgate_sdk::now_ms(), self.config.period_seconds);
@@ -228,7 +228,7 @@ impl Plugin for Governance {
             target,
             short_circuit_before: ctx.get(SHORT_CIRCUIT),
         });
-        Ok(PreOutcome::Continue(req))
+        Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {

@@ -63,7 +63,7 @@ impl Plugin for HelloWorld {
             "{} from pre-hook: request {id}, {}/{}",
             self.greeting, req.provider, req.model
         );
-        Ok(PreOutcome::Continue(req))
+        Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {

@@ -66,7 +66,7 @@ class HeaderRouter extends Plugin {
         }),
       );
     }
-    if (route === undefined) return Continue(req);
+    if (route === undefined) return Continue();
     const to = this.routes.get(route);
     log.debug(`route ${route}: ${req.provider}/${req.model} -> ${to.text}`);
     req.provider = to.provider;

@@ -31,7 +31,7 @@ class HelloWorld extends Plugin {
 
   preHook(ctx, req) {
     log.info(`${this.greeting} from pre-hook: request ${ctx.requestId()}, ${req.provider}/${req.model}`);
-    return Continue(req);
+    return Continue();
   }
 
   postHook(ctx, outcome) {

@@ -254,7 +254,7 @@ impl Plugin for Logging {
                 .then(|| req.last_user_text().map(str::to_owned))
                 .flatten(),
         });
-        Ok(PreOutcome::Continue(req))
+        Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {

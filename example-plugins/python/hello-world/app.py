@@ -31,7 +31,7 @@ class HelloWorld(Plugin):
     def pre_hook(self, ctx, req):
         info(f"{self.greeting} from pre-hook: request {ctx.request_id()}, "
              f"{req.provider}/{req.model}")
-        return Continue(req)
+        return Continue()
 
     def post_hook(self, ctx, outcome):
         value = outcome.value

@@ -114,7 +114,8 @@ class PiiRedactor(Plugin):
         ctx.set("pii.redacted", str(total))
         if total:
             info(f"redacted {total} personal data items from request {ctx.request_id()}")
-        return Continue(req)
+            return Continue(req)
+        return Continue()
 
 
 WitWorld = export(PiiRedactor)

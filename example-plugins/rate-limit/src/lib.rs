@@ -187,7 +187,7 @@ impl Plugin for RateLimit {
                     admitted,
                     short_circuit_before: ctx.get(SHORT_CIRCUIT),
                 });
-                Ok(PreOutcome::Continue(req))
+                Ok(PreOutcome::Pass)
             }
             Err(rejection) => {
                 let error = rejection_error(&rejection);

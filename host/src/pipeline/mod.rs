@@ -586,6 +586,10 @@ impl Pipeline {
                         ran.push(i);
                         continue;
                     }
+                    Some(Ok(PreOutcome::Pass)) => {
+                        ran.push(i);
+                        continue;
+                    }
                     Some(Ok(PreOutcome::Continue(next))) => {
                         ran.push(i);
                         req = next;

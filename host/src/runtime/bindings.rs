@@ -384,6 +384,7 @@ pub(crate) fn pre_outcome_from_wit(
 ) -> Result<PreOutcome, String> {
     let given = Some(Given { sent, original });
     Ok(match o {
+        types::PreOutcome::Pass => PreOutcome::Pass,
         types::PreOutcome::Continue(r) => PreOutcome::Continue(request_from_wit(r, given)?),
         types::PreOutcome::Respond(r) => PreOutcome::Respond(response_from_wit(r, None)?),
         types::PreOutcome::Fail(e) => PreOutcome::Fail(error_from_wit(e)?),
@@ -546,6 +547,7 @@ pub(crate) fn chunk_outcome_from_wit(o: types::ChunkOutcome) -> Result<ChunkOutc
 impl OutputSize for types::PreOutcome {
     fn output_bytes(&self) -> usize {
         match self {
+            types::PreOutcome::Pass => 0,
             types::PreOutcome::Continue(r) => r.output_bytes(),
             types::PreOutcome::Respond(r) => r.output_bytes(),
             types::PreOutcome::Fail(e) => e.output_bytes(),

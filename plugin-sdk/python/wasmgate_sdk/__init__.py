@@ -16,7 +16,7 @@ The gateway is told exactly which hooks the class overrides and never calls the 
 
         def pre_hook(self, ctx, req):
             if ctx.header("x-api-key") in self.keys:
-                return Continue(req)
+                return Continue()
             return Fail(error(401, "invalid API key", kind="authentication_error",
                               fallbacks=False))
 
@@ -72,8 +72,12 @@ class PluginError(Exception):
 
 # ---- outcomes -------------------------------------------------------------------------------
 
-def Continue(req):
-    """Pre-hook: go on with this (possibly edited) request."""
+def Continue(req=None):
+    """Pre-hook: go on. ``Continue()`` keeps the request exactly as received, the cheapest
+    answer (nothing is copied back to the gateway); ``Continue(req)`` goes on with an edited
+    request."""
+    if req is None:
+        return types.PreOutcome_Pass()
     return types.PreOutcome_Continue(req)
 
 
@@ -365,7 +369,7 @@ class Plugin:
     def pre_hook(self, ctx, req):
         """Before the provider, in plugin order. Return :func:`Continue`, :func:`Respond` or
         :func:`Fail`."""
-        return Continue(req)
+        return Continue()
 
     def post_hook(self, ctx, outcome):
         """After the provider, in reverse order. ``outcome`` is a ``outcome.value`` is the response or error); return one."""

@@ -166,6 +166,24 @@ async fn pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider(lang: 
     gw.stop().await;
 }
 
+async fn pass_goes_on_with_the_request_as_earlier_plugins_left_it(lang: Lang) {
+    // A rewrites the model; B answers `pass` (nothing handed back); C and the provider must
+    // see A's rewrite, and the conversation, exactly as they were.
+    let gw = gateway(
+        lang,
+        json!({"pre": "set-model:slow-1"}),
+        json!({"pre": "pass"}),
+        json!({}),
+    )
+    .await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "slow-1", "B's pass kept A's rewrite");
+    assert_eq!(content_of(&body), "echo: hi");
+    assert_eq!(trace_of(&body), ALL_CONTINUE);
+    gw.stop().await;
+}
+
 async fn transport_interceptors_rewrite_headers_or_answer_directly(lang: Lang) {
     let gw = gateway(
         lang,
@@ -295,6 +313,7 @@ wasmgate_e2e::for_each_lang!(
     post_hook_recovery_is_seen_by_later_post_hooks,
     post_hook_can_turn_a_response_into_an_error,
     pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider,
+    pass_goes_on_with_the_request_as_earlier_plugins_left_it,
     transport_interceptors_rewrite_headers_or_answer_directly,
     fail_open_skips_a_failing_hook_and_its_post_hook,
     context_values_are_per_request,

@@ -34,7 +34,7 @@ static bool one_of(const char *value, const char *const *allowed) {
 
 bool exports_plugin_init(plugin_string_t *text, plugin_string_t *err) {
   static const char *const transport[] = {"pass", "error", 0};
-  static const char *const pre[] = {"continue", "respond", "fail", "fail-no-fallbacks", "error", 0};
+  static const char *const pre[] = {"continue", "pass", "respond", "fail", "fail-no-fallbacks", "error", 0};
   static const char *const post[] = {"pass", "to-error", "error", 0};
   bool ok = wg_config_strings(text, names, config, FIELDS, err);
   plugin_string_free(text);
@@ -77,6 +77,11 @@ bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *r
   if (strcmp(pre, "continue") == 0) {
     ret->tag = WASMGATE_PLUGIN_TYPES_PRE_OUTCOME_CONTINUE;
     ret->val.continue_ = *req;
+    return true;
+  }
+  if (strcmp(pre, "pass") == 0) {
+    plugin_chat_request_free(req);
+    ret->tag = WASMGATE_PLUGIN_TYPES_PRE_OUTCOME_PASS;
     return true;
   }
   if (strcmp(pre, "respond") == 0) {

@@ -16,7 +16,7 @@ import {
 
 const ACTIONS = {
   transport: ['pass', ['pass', 'error', 'trap', 'loop'], ['rewrite-header:', 'respond:']],
-  pre: ['continue', ['continue', 'respond', 'fail', 'fail-no-fallbacks', 'error', 'trap', 'loop'], ['set-model:', 'sleep-ms:']],
+  pre: ['continue', ['continue', 'pass', 'respond', 'fail', 'fail-no-fallbacks', 'error', 'trap', 'loop'], ['set-model:', 'sleep-ms:']],
   post: ['pass', ['pass', 'recover', 'to-error', 'error', 'trap', 'loop'], []],
   init: ['ok', ['ok', 'fail', 'trap'], []],
   cleanup: ['ok', ['ok', 'trap', 'loop'], []],
@@ -111,6 +111,8 @@ class Scripted extends Plugin {
     const tag = this.tag;
     this.common(what);
     switch (what.name) {
+      case 'pass':
+        return Continue();
       case 'respond':
         return Respond(assistantText(req.provider, req.model, `responded by ${tag}`));
       case 'fail':

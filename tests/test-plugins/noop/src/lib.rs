@@ -1,5 +1,6 @@
-//! `noop`: a plugin whose pre-hook and post-hook hand the request and the response back
-//! unchanged. It measures what a hook call itself costs (the benchmarks' "5 no-op plugins").
+//! `noop`: a plugin whose pre-hook passes the request on unchanged (`pass`: nothing copied back)
+//! and whose post-hook hands the response back unchanged. It measures what a hook call itself
+//! costs (the benchmarks' "5 no-op plugins").
 
 use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result};
 
@@ -13,8 +14,8 @@ impl Plugin for Noop {
         Ok(Noop)
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
-        Ok(PreOutcome::Continue(req))
+    fn pre_hook(&mut self, _ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
+        Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {

@@ -30,7 +30,7 @@ from wasmgate_sdk import (
 
 ACTIONS = {
     "transport": ("pass", ["pass", "error", "trap", "loop"], ["rewrite-header:", "respond:"]),
-    "pre": ("continue", ["continue", "respond", "fail", "fail-no-fallbacks", "error", "trap",
+    "pre": ("continue", ["continue", "pass", "respond", "fail", "fail-no-fallbacks", "error", "trap",
                          "loop"], ["set-model:", "sleep-ms:"]),
     "post": ("pass", ["pass", "recover", "to-error", "error", "trap", "loop"], []),
     "init": ("ok", ["ok", "fail", "trap"], []),
@@ -125,6 +125,8 @@ class Scripted(Plugin):
             return Continue(req)
         what, tag = self.actions["pre"], self.tag
         self.common(what)
+        if what == "pass":
+            return Continue()
         if what == "respond":
             return Respond(assistant_text(req.provider, req.model, f"responded by {tag}"))
         if what == "fail":

@@ -23,7 +23,7 @@ impl Plugin for Remember {
     fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
         self.previous = self.current.take();
         self.current = req.last_user_text().map(str::to_owned);
-        Ok(PreOutcome::Continue(req))
+        Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {

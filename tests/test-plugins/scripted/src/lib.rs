@@ -112,9 +112,11 @@ pub enum Transport {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Pre {
-    /// Go on unchanged.
+    /// Go on, handing the request back unchanged (`continue` with the same request).
     #[default]
     Continue,
+    /// Go on with `pass`: nothing is handed back.
+    Pass,
     /// Answer with `responded by <tag>`.
     Respond,
     /// Fail with 503 `failed by <tag>`, fallbacks allowed.
@@ -263,6 +265,7 @@ impl TryFrom<String> for Pre {
     fn try_from(s: String) -> Result<Self> {
         Ok(match s.as_str() {
             "continue" => Pre::Continue,
+            "pass" => Pre::Pass,
             "respond" => Pre::Respond,
             "fail" => Pre::Fail,
             "fail-no-fallbacks" => Pre::FailNoFallbacks,
@@ -283,7 +286,7 @@ impl TryFrom<String> for Pre {
                 } else {
                     return Err(unknown(
                         &s,
-                        "continue, respond, fail, fail-no-fallbacks, error, trap, loop, grow, \
+                        "continue, pass, respond, fail, fail-no-fallbacks, error, trap, loop, grow, \
                          recurse, recurse-shadow, set-model:<model>, sleep-ms:<n>",
                     ));
                 }
@@ -412,6 +415,7 @@ impl Plugin for Scripted {
         }
         match &self.config.pre {
             Pre::Continue => Ok(PreOutcome::Continue(req)),
+            Pre::Pass => Ok(PreOutcome::Pass),
             Pre::Respond => Ok(PreOutcome::Respond(ChatResponse::assistant_text(
                 req.provider,
                 req.model,

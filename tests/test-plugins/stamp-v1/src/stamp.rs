@@ -32,13 +32,13 @@ impl Plugin for Stamp {
         Ok(Stamp { config })
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
         ctx.set("stamp.pre", crate::VERSION);
         let end = now_ms().saturating_add(self.config.delay_ms);
         while now_ms() < end {
             core::hint::black_box(());
         }
-        Ok(PreOutcome::Continue(req))
+        Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
