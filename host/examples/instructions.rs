@@ -6,8 +6,8 @@
 //! Workloads (`--workload`): `hook` (one pre-hook of the no-op plugin on a 1 KB request, warm
 //! instance), `pipeline-0`, `pipeline-noop5`, `pipeline-realistic5` (the whole pipeline without
 //! HTTP against the mock provider, as `host/benches/hot_path.rs` measures it), and
-//! `pipeline-only-<name>` (one of the realistic five alone, e.g. `pipeline-only-cache`). The runtime is
-//! sized small (`max_instances`) so that valgrind can map its pooling allocator.
+//! `pipeline-only-<name>` (one of the realistic five alone, e.g. `pipeline-only-cache`). The
+//! runtime is sized small (`max_instances`) so that valgrind can map its pooling allocator.
 
 #![expect(clippy::print_stdout, reason = "the probe prints what it ran")]
 

@@ -582,11 +582,8 @@ impl Pipeline {
             let mut decided: Option<(usize, Outcome)> = None;
             for (i, result) in results {
                 let short_circuit = match result {
-                    None => {
-                        ran.push(i);
-                        continue;
-                    }
-                    Some(Ok(PreOutcome::Pass)) => {
+                    // No pre-hook, or one that passed: the request goes on as it is.
+                    None | Some(Ok(PreOutcome::Pass)) => {
                         ran.push(i);
                         continue;
                     }

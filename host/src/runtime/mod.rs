@@ -311,10 +311,10 @@ impl Runtime {
     /// `max_component_bytes` and giving up after `compile_timeout_ms`. (wasmtime cannot cancel a
     /// compilation: a timed-out one finishes in the background and is dropped.)
     ///
-    /// Each compilation gets a thread of its own that ends with it and, before it ends, hands
-    /// the memory the compilation freed back to the OS ([`return_freed_memory`]): without that,
-    /// Cranelift's garbage stayed resident while the gateway idled (a cold start with the
-    /// realistic five: 57-63 MB of anonymous memory after start, now 41 MB; warm 11 MB).
+    /// Once compiled, the memory the compilation freed goes back to the OS
+    /// ([`return_freed_memory`]): without that, Cranelift's garbage stayed resident while the
+    /// gateway idled (a cold start with the realistic five: 57-63 MB of anonymous memory after
+    /// start, now 41 MB; warm 11 MB).
     pub async fn compile_bounded(
         self: &Arc<Self>,
         sha256: &str,
@@ -325,21 +325,15 @@ impl Runtime {
         let runtime = self.clone();
         let sha256 = sha256.to_string();
         let budget = Duration::from_millis(self.options.compile_timeout_ms);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("wasm-compile".into())
-            .spawn(move || {
-                let compiled = runtime.compile_cached(&sha256, &bytes, stack_bytes);
-                drop(bytes);
-                return_freed_memory();
-                let _ = tx.send(compiled);
-            })
-            .map_err(|e| anyhow!("could not start a compile thread: {e}"))?;
-        match tokio::time::timeout(budget, rx).await {
+        let task = tokio::task::spawn_blocking(move || {
+            let compiled = runtime.compile_cached(&sha256, &bytes, stack_bytes);
+            drop(bytes);
+            return_freed_memory();
+            compiled
+        });
+        match tokio::time::timeout(budget, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(anyhow!(
-                "the compile thread stopped (panicked) without a result; see the log"
-            )),
+            Ok(Err(join)) => Err(anyhow!("the compile task failed: {join}")),
             Err(_) => Err(anyhow!(
                 "compiling took longer than runtime.compile_timeout_ms = {} ms; the component \
                  was refused",
