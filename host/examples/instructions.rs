@@ -5,8 +5,9 @@
 //!
 //! Workloads (`--workload`): `hook` (one pre-hook of the no-op plugin on a 1 KB request, warm
 //! instance), `pipeline-0`, `pipeline-noop5`, `pipeline-realistic5` (the whole pipeline without
-//! HTTP against the mock provider, as `host/benches/hot_path.rs` measures it), and
-//! `pipeline-only-<name>` (one of the realistic five alone, e.g. `pipeline-only-cache`). The
+//! HTTP against the mock provider, as `host/benches/hot_path.rs` measures it) and
+//! `pipeline-only-<name>` (one of the realistic five alone, e.g. `pipeline-only-cache`); each
+//! pipeline also as `pipeline-fresh-...`, under per-request isolation. The
 //! runtime is sized small (`max_instances`) so that valgrind can map its pooling allocator.
 
 #![expect(clippy::print_stdout, reason = "the probe prints what it ran")]
@@ -34,6 +35,10 @@ mod workload;
 fn arg(name: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != name).nth(1)
 }
+
+/// The workloads, for an error message.
+const WORKLOADS: &str = "use hook or pipeline-[fresh-]<chain>, where <chain> is 0, noop5, \
+                         realistic5 or only-<one of the realistic five>";
 
 /// One workload, ready to run an iteration.
 enum Workload {
@@ -78,11 +83,20 @@ impl Workload {
                 ctx: Arc::new(RequestContext::new(headers())),
             });
         }
-        let plugins = match name {
-            "pipeline-0" => json!([]),
-            "pipeline-noop5" => workload::noop5(),
-            "pipeline-realistic5" => workload::realistic5(),
-            other => match other.strip_prefix("pipeline-only-") {
+        let Some(chain) = name.strip_prefix("pipeline-") else {
+            anyhow::bail!("unknown workload {name:?}: {WORKLOADS}");
+        };
+        // `fresh-`: each request on instances that never served another, i.e. what
+        // per-request isolation costs (instantiation, `init`, `cleanup`).
+        let (fresh, chain) = match chain.strip_prefix("fresh-") {
+            Some(chain) => (true, chain),
+            None => (false, chain),
+        };
+        let mut plugins = match chain {
+            "0" => json!([]),
+            "noop5" => workload::noop5(),
+            "realistic5" => workload::realistic5(),
+            other => match other.strip_prefix("only-") {
                 // One plugin of the realistic five alone, e.g. `pipeline-only-cache`: where
                 // the five's cost goes.
                 Some(plugin) => json!(
@@ -93,12 +107,14 @@ impl Workload {
                         .filter(|p| p["name"] == plugin)
                         .collect::<Vec<_>>()
                 ),
-                None => anyhow::bail!(
-                    "unknown workload {other:?}: use hook, pipeline-0, pipeline-noop5, \
-                     pipeline-realistic5 or pipeline-only-<one of the realistic five>"
-                ),
+                None => anyhow::bail!("unknown workload {name:?}: {WORKLOADS}"),
             },
         };
+        if fresh {
+            for plugin in plugins.as_array_mut().into_iter().flatten() {
+                plugin["isolation"] = json!("per-request");
+            }
+        }
         let config = Config::parse(
             &json!({
                 "plugins_dir": "/nonexistent-wasmgate-probe",

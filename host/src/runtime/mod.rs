@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 mod capacity;
+mod compile;
 mod epoch;
 mod failure;
 mod grants;
@@ -106,6 +107,7 @@ struct Flavor {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<cache::ComponentCache>,
+    compiler: compile::Compiler,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -216,6 +218,7 @@ impl Runtime {
         });
         self.ticker.add(&engine);
         let flavor = Arc::new(Flavor {
+            compiler: compile::Compiler::for_engine(&config),
             stack_bytes,
             engine,
             linker,
@@ -274,7 +277,7 @@ impl Runtime {
                  `wasm32-wasip2` or wrap it with `wasm-tools component new`"
             );
         }
-        Component::new(&flavor.engine, bytes).map_err(|e| {
+        flavor.compiler.compile(&flavor.engine, bytes).map_err(|e| {
             let text = format!("{e:#}");
             if text.contains("pooling allocator") {
                 // Valid, but it declares more (tables, memories) than an instance slot holds.
@@ -311,10 +314,8 @@ impl Runtime {
     /// `max_component_bytes` and giving up after `compile_timeout_ms`. (wasmtime cannot cancel a
     /// compilation: a timed-out one finishes in the background and is dropped.)
     ///
-    /// Once compiled, the memory the compilation freed goes back to the OS
-    /// ([`return_freed_memory`]): without that, Cranelift's garbage stayed resident while the
-    /// gateway idled (a cold start with the realistic five: 57-63 MB of anonymous memory after
-    /// start, now 41 MB; warm 11 MB).
+    /// Compilation leaves nothing resident behind (see the `compile` module): a cold start
+    /// keeps the memory a warm one does.
     pub async fn compile_bounded(
         self: &Arc<Self>,
         sha256: &str,
@@ -328,7 +329,7 @@ impl Runtime {
         let task = tokio::task::spawn_blocking(move || {
             let compiled = runtime.compile_cached(&sha256, &bytes, stack_bytes);
             drop(bytes);
-            return_freed_memory();
+            compile::return_freed_memory();
             compiled
         });
         match tokio::time::timeout(budget, task).await {
@@ -397,17 +398,6 @@ impl Runtime {
         })?;
         LoadedPlugin::load(self.clone(), name, pre, setup).await
     }
-}
-
-/// Hands the memory the allocator holds free back to the OS now. mimalloc (the binary's
-/// allocator) returns freed pages only after a delay, and only when some thread allocates
-/// again: a compilation's garbage (tens of MB for a few components) would otherwise stay
-/// resident while the gateway idles, and count in its peak under the next load. Under another
-/// global allocator (tests, an embedding program) this only tidies mimalloc's own empty heap.
-#[expect(unsafe_code, reason = "a call into mimalloc's C API")]
-fn return_freed_memory() {
-    // SAFETY: `mi_collect` has no preconditions; it may be called from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// Refuses a component built against another version of the plugin world, naming both
