@@ -14,7 +14,8 @@
 //! - After a warm-up at 64 connections (which grows the plugins' instance pools to the probes'
 //!   concurrency): c=1 closed-loop latency in interleaved rounds (median of the rounds'
 //!   p50/p99); CPU time of each system's process per request at a fixed open-loop rate; the
-//!   highest open-loop rate (latency-corrected) with p99 < 5 ms and no error; RSS after start
+//!   highest open-loop rate (latency-corrected) with p99 < 5 ms and no error (a rate fails
+//!   when two probes in a row fail it); RSS after start
 //!   and at peak; a 50 ms-upstream run at 64 connections; gateway startup with 10 plugins with
 //!   a cold and a warm compiled-component cache.
 //!

@@ -287,9 +287,12 @@ fn request(addr: SocketAddr, path: &str) -> Request {
 }
 
 /// The highest open-loop rate with p99 under budget and no error: doubling from 100/s until a
-/// probe fails, then bisecting four times (0 when even 100/s fails).
+/// rate fails, then bisecting four times (0 when even 100/s fails). A rate fails only when two
+/// probes in a row fail it: on a shared VM a neighbour's burst sometimes ruins one probe, and
+/// such noise only ever makes a system look slower, so the better of two probes is the truer
+/// figure (one disturbed probe used to cut a system's figure to a tenth).
 fn max_rps(oha: &Oha, request: &Request, probe: Duration) -> anyhow::Result<f64> {
-    let passes = |rate: u32| -> anyhow::Result<bool> {
+    let probe_passes = |rate: u32| -> anyhow::Result<bool> {
         let m = oha.run(
             request,
             Shape::Open {
@@ -300,6 +303,8 @@ fn max_rps(oha: &Oha, request: &Request, probe: Duration) -> anyhow::Result<f64>
         )?;
         Ok(m.errors == 0 && m.p99_us < P99_BUDGET_US && m.rps >= 0.9 * f64::from(rate))
     };
+    let passes =
+        |rate: u32| -> anyhow::Result<bool> { Ok(probe_passes(rate)? || probe_passes(rate)?) };
     let mut good = 0u32;
     let mut bad = 100u32;
     while bad <= 64_000 && passes(bad)? {
