@@ -17,7 +17,8 @@ use crate::procs::{self, Proc, SERVER_CORE, Stream};
 pub enum Setup {
     /// No plugin at all: the gateway's own cost.
     Bare,
-    /// Five plugins whose pre- and post-hooks hand their input back unchanged.
+    /// Five plugins whose pre- and post-hooks change nothing (`pass` and `none`: nothing is
+    /// copied back).
     Noop5,
     /// auth, rate-limit, content-filter, cache (every request a miss), logging.
     Realistic5,

@@ -31,10 +31,10 @@
 // gateway handles it by the plugin's failure policy and names the plugin. Any other exception is
 // a bug: the instance traps and the gateway discards it, as it does for a Rust panic.
 
-import { log as hostLog } from 'wasmgate:plugin/logging@0.3.0';
-import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.3.0';
-import * as context from 'wasmgate:plugin/context@0.3.0';
-import * as kv from 'wasmgate:plugin/kv@0.3.0';
+import { log as hostLog } from 'wasmgate:plugin/logging@0.4.0';
+import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.4.0';
+import * as context from 'wasmgate:plugin/context@0.4.0';
+import * as kv from 'wasmgate:plugin/kv@0.4.0';
 
 /** A plugin failure with a message: the hook returns the world's `err`. */
 export class PluginError extends Error {
@@ -56,6 +56,11 @@ export const Continue = (req) => (req === undefined ? { tag: 'pass' } : { tag: '
 export const Respond = (resp) => ({ tag: 'respond', val: resp });
 /** Pre-hook: skip the provider and fail with this `error(...)`. */
 export const Fail = (err) => ({ tag: 'fail', val: err });
+/**
+ * Post-hook: hand the outcome on exactly as received, the cheapest answer (nothing is copied
+ * back to the gateway). Returning nothing (`undefined`) means the same.
+ */
+export const Keep = () => undefined;
 /** Post-hook outcome: the request succeeded with this response. */
 export const Response = (resp) => ({ tag: 'response', val: resp });
 /** Post-hook outcome: the request failed with this `error(...)`. */
@@ -291,9 +296,12 @@ export class Plugin {
   preHook(ctx, req) {
     return Continue();
   }
-  /** After the provider, in reverse order: return the outcome (`Response(..)`/`Failed(..)`). */
+  /**
+   * After the provider, in reverse order. Return `Keep()` (or nothing) to hand the outcome on
+   * unchanged, else the outcome to go on with (`outcome` edited, `Response(..)`, `Failed(..)`).
+   */
   postHook(ctx, outcome) {
-    return outcome;
+    return Keep();
   }
   /** Each chunk of a streamed answer: `Emit(chunk)`, `Drop()` or `EndStream(..)`. */
   streamChunk(ctx, chunk) {

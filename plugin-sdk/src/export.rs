@@ -70,7 +70,10 @@ pub fn pre_hook<T: Plugin>(slot: &'static Slot<T>, req: ChatRequest) -> Result<P
 }
 
 /// `post-hook` export.
-pub fn post_hook<T: Plugin>(slot: &'static Slot<T>, outcome: PostOutcome) -> Result<PostOutcome> {
+pub fn post_hook<T: Plugin>(
+    slot: &'static Slot<T>,
+    outcome: PostOutcome,
+) -> Result<Option<PostOutcome>> {
     with_plugin(slot, "post-hook", |p, ctx| p.post_hook(ctx, outcome))
 }
 

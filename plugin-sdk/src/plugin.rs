@@ -64,13 +64,14 @@ pub trait Plugin: Sized + 'static {
     /// Runs after the provider (or a short-circuit), in exact reverse order of the pre-hooks, and
     /// only for plugins whose pre-hook ran.
     ///
-    /// Return the outcome, possibly edited: a response may be changed or turned into an error, an
-    /// error may be changed or recovered into a response.
+    /// Return `None` to hand the outcome on exactly as received (the cheapest answer: nothing is
+    /// copied back to the gateway), or `Some` outcome to go on with: a response may be changed or
+    /// turned into an error, an error may be changed or recovered into a response.
     ///
-    /// Default: the outcome unchanged.
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
-        let _ = ctx;
-        Ok(outcome)
+    /// Default: `None`.
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+        let _ = (ctx, outcome);
+        Ok(None)
     }
 
     /// Runs on each chunk of a streamed completion (`stream: true`), in post-hook order, for the

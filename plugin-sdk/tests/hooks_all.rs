@@ -26,8 +26,8 @@ impl wasmgate_sdk::Plugin for All {
     fn pre_hook(&mut self, _: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
         Ok(PreOutcome::Continue(req))
     }
-    fn post_hook(&mut self, _: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
-        Ok(outcome)
+    fn post_hook(&mut self, _: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+        Ok(Some(outcome))
     }
     fn stream_chunk(&mut self, _: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
         Ok(ChunkOutcome::Emit(chunk))

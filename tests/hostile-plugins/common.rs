@@ -105,9 +105,10 @@ macro_rules! hostile_plugin {
                 &mut self,
                 ctx: &wasmgate_sdk::Ctx,
                 outcome: wasmgate_sdk::PostOutcome,
-            ) -> wasmgate_sdk::Result<wasmgate_sdk::PostOutcome> {
+            ) -> wasmgate_sdk::Result<Option<wasmgate_sdk::PostOutcome>> {
                 self.check($crate::common::Hook::Post, Some(ctx));
-                Ok(outcome)
+                let _ = outcome;
+                Ok(None)
             }
 
             fn cleanup(&mut self) -> wasmgate_sdk::Result<()> {

@@ -54,7 +54,7 @@ bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *r
   return true;
 }
 
-bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_post_outcome_t *ret,
+bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_option_post_outcome_t *ret,
                               plugin_string_t *err) {
   char id[64], a[128], b[256];
   wg_request_id(id, sizeof id);
@@ -66,7 +66,8 @@ bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_post_outcom
     wg_log(INFO, "%s from post-hook: request %s, error %u: %s", greeting[0], id,
            outcome->val.error.status, wg_cstr(&outcome->val.error.message, b, sizeof b));
   }
-  *ret = *outcome;
+  plugin_post_outcome_free(outcome);
+  ret->is_some = false; /* unchanged: nothing is copied back */
   return true;
 }
 

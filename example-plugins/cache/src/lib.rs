@@ -249,13 +249,13 @@ impl Plugin for Cache {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         // A hit (our own answer, already marked) or an error: nothing to store.
         let Some(key) = self.pending.take() else {
-            return Ok(outcome);
+            return Ok(None);
         };
         let PostOutcome::Response(mut resp) = outcome else {
-            return Ok(outcome);
+            return Ok(None);
         };
         let max = self.config.max_entry_bytes;
         let at_least = min_json_len(&resp);
@@ -279,7 +279,7 @@ impl Plugin for Cache {
             }
         }
         mark(&mut resp, "miss")?;
-        Ok(PostOutcome::Response(resp))
+        Ok(Some(PostOutcome::Response(resp)))
     }
 }
 

@@ -363,7 +363,7 @@ impl Plugin for ContentFilter {
         }
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         if self.streamed {
             if self.stranded() {
                 warn!(
@@ -371,26 +371,27 @@ impl Plugin for ContentFilter {
                 );
             }
             self.windows.clear();
-            return Ok(outcome);
+            return Ok(None);
         }
         let PostOutcome::Response(mut resp) = outcome else {
-            return Ok(outcome);
+            return Ok(None);
         };
         if !self.scope.completions() {
-            return Ok(PostOutcome::Response(resp));
+            return Ok(None);
         }
         match self.filter_completion(&mut resp) {
-            Ok(0) => Ok(PostOutcome::Response(resp)),
+            // Nothing matched: the response goes on unchanged (nothing copied back).
+            Ok(0) => Ok(None),
             Ok(n) => {
                 info!("redacted banned content in {n} completion choice(s)");
-                Ok(PostOutcome::Response(resp))
+                Ok(Some(PostOutcome::Response(resp)))
             }
             Err(rejected) => {
                 warn!(
                     "completion rejected: choice {} matches patterns[{}]",
                     rejected.index, rejected.found.pattern
                 );
-                Ok(PostOutcome::Error(rejected.completion_error()))
+                Ok(Some(PostOutcome::Error(rejected.completion_error())))
             }
         }
     }

@@ -231,16 +231,16 @@ impl Plugin for Governance {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         // Refused, untracked, or an error: nothing was spent upstream.
         let Some(pending) = self.pending.take() else {
-            return Ok(outcome);
+            return Ok(None);
         };
         let PostOutcome::Response(mut resp) = outcome else {
-            return Ok(outcome);
+            return Ok(None);
         };
         let Some(budget) = self.config.keys.get(&pending.key) else {
-            return Ok(PostOutcome::Response(resp));
+            return Ok(None);
         };
         let later = ctx.get(SHORT_CIRCUIT);
         let paid =
@@ -270,7 +270,7 @@ impl Plugin for Governance {
             };
             resp.set_extra(REPORT_FIELD, report)?;
         }
-        Ok(PostOutcome::Response(resp))
+        Ok(Some(PostOutcome::Response(resp)))
     }
 }
 

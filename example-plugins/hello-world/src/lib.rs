@@ -66,7 +66,7 @@ impl Plugin for HelloWorld {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         let id = ctx.request_id();
         match &outcome {
             PostOutcome::Response(r) => {
@@ -82,7 +82,8 @@ impl Plugin for HelloWorld {
                 )
             }
         }
-        Ok(outcome)
+        // Only looked: the outcome goes on unchanged, nothing copied back.
+        Ok(None)
     }
 
     fn stream_chunk(&mut self, ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {

@@ -12,7 +12,7 @@
 // |------------|--------|-----------|------------------------------|
 // | `greeting` | string | `"hello"` | first word of every log line |
 
-import { Continue, Emit, Pass, Plugin, exportPlugin, log, parseConfig } from '../../../plugin-sdk/js/wasmgate.js';
+import { Continue, Emit, Keep, Pass, Plugin, exportPlugin, log, parseConfig } from '../../../plugin-sdk/js/wasmgate.js';
 
 /** Logs every hook it sees. */
 class HelloWorld extends Plugin {
@@ -40,7 +40,7 @@ class HelloWorld extends Plugin {
         ? `response from ${outcome.val.provider}/${outcome.val.model}`
         : `error ${outcome.val.status}: ${outcome.val.message}`;
     log.info(`${this.greeting} from post-hook: request ${ctx.requestId()}, ${what}`);
-    return outcome;
+    return Keep();
   }
 
   streamChunk(ctx, chunk) {

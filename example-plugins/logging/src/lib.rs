@@ -257,22 +257,25 @@ impl Plugin for Logging {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         let seen = self.seen.take();
         let gw = GatewayValues::read(ctx);
         let line = record(&self.config, seen.as_ref(), &gw, &outcome).write(self.config.format);
         info!("{line}");
+        // Unless configured to annotate it, the outcome goes on unchanged (nothing copied back).
         Ok(match outcome {
-            PostOutcome::Response(mut resp) => {
-                if let Some(field) = &self.config.response_field {
+            PostOutcome::Response(mut resp) => match &self.config.response_field {
+                Some(field) => {
                     resp.set_extra(field, &line)?;
+                    Some(PostOutcome::Response(resp))
                 }
-                PostOutcome::Response(resp)
-            }
-            PostOutcome::Error(err) => PostOutcome::Error(match &self.config.error_header {
-                Some(name) => err.header(name.as_str(), ascii_only(&line)),
-                None => err,
-            }),
+                None => None,
+            },
+            PostOutcome::Error(err) => self
+                .config
+                .error_header
+                .as_ref()
+                .map(|name| PostOutcome::Error(err.header(name.as_str(), ascii_only(&line)))),
         })
     }
 }

@@ -12,7 +12,7 @@ Config (all optional, unknown fields rejected):
 | `greeting` | string | `"hello"` | first word of every log line |
 """
 
-from wasmgate_sdk import Continue, Emit, Pass, Plugin, export, info, parse_config
+from wasmgate_sdk import Continue, Emit, Keep, Pass, Plugin, export, info, parse_config
 
 
 class HelloWorld(Plugin):
@@ -40,7 +40,7 @@ class HelloWorld(Plugin):
         else:
             what = f"error {value.status}: {value.message}"
         info(f"{self.greeting} from post-hook: request {ctx.request_id()}, {what}")
-        return outcome
+        return Keep()
 
     def stream_chunk(self, ctx, chunk):
         # Once per stream, not per chunk: streams can have hundreds.

@@ -197,13 +197,13 @@ impl Plugin for RateLimit {
         }
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         // Rejected by this plugin, or an error: no tokens were spent upstream.
         let Some(pending) = self.pending.take() else {
-            return Ok(outcome);
+            return Ok(None);
         };
         let PostOutcome::Response(mut resp) = outcome else {
-            return Ok(outcome);
+            return Ok(None);
         };
         let later = ctx.get(SHORT_CIRCUIT);
         let tokens = if answered_by_later_plugin(
@@ -221,11 +221,12 @@ impl Plugin for RateLimit {
             &pending.admitted,
             tokens,
         );
-        if self.settings.report && !statuses.is_empty() {
-            let report: BTreeMap<_, _> = statuses.into_iter().collect();
-            resp.set_extra(REPORT_FIELD, report)?;
+        if !self.settings.report || statuses.is_empty() {
+            return Ok(None);
         }
-        Ok(PostOutcome::Response(resp))
+        let report: BTreeMap<_, _> = statuses.into_iter().collect();
+        resp.set_extra(REPORT_FIELD, report)?;
+        Ok(Some(PostOutcome::Response(resp)))
     }
 }
 

@@ -638,7 +638,9 @@ impl Pipeline {
                 })
                 .await;
             match result {
-                Ok(next) => outcome = next,
+                Ok(Some(next)) => outcome = next,
+                // Handed on unchanged.
+                Ok(None) => {}
                 Err(failure) => {
                     if let Err(err) = apply_policy(&session.chain.links[i], &session.ctx, &failure)
                     {

@@ -413,20 +413,22 @@ pub(crate) async fn with_outcome_wit<R>(
     }
 }
 
-/// WIT post-outcome -> domain outcome; `sent` is the outcome the hook was called with and
-/// `original` the domain outcome it was made from.
+/// What a post-hook returned -> the domain outcome to go on with, `None` when the hook handed
+/// the outcome on unchanged; `sent` is the outcome the hook was called with and `original` the
+/// domain outcome it was made from.
 pub(crate) fn outcome_from_wit(
-    o: types::PostOutcomeResult,
+    o: Option<types::PostOutcomeResult>,
     sent: &types::PostOutcomeParam<'_>,
     original: &Outcome,
-) -> Result<Outcome, String> {
+) -> Result<Option<Outcome>, String> {
     let given = match (sent, original) {
         (types::PostOutcomeParam::Response(sent), Ok(original)) => Some(Given { sent, original }),
         _ => None,
     };
     Ok(match o {
-        types::PostOutcomeResult::Response(r) => Ok(response_from_wit(r, given)?),
-        types::PostOutcomeResult::Error(e) => Err(error_from_wit(e)?),
+        None => None,
+        Some(types::PostOutcomeResult::Response(r)) => Some(Ok(response_from_wit(r, given)?)),
+        Some(types::PostOutcomeResult::Error(e)) => Some(Err(error_from_wit(e)?)),
     })
 }
 
@@ -566,6 +568,12 @@ impl OutputSize for types::PostOutcomeResult {
 
 fn headers_bytes(headers: &[(String, String)]) -> usize {
     headers.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+impl<T: OutputSize> OutputSize for Option<T> {
+    fn output_bytes(&self) -> usize {
+        self.as_ref().map_or(0, OutputSize::output_bytes)
+    }
 }
 
 impl OutputSize for types::TransportOutcome {

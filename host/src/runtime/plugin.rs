@@ -533,13 +533,14 @@ impl LoadedPlugin {
         result
     }
 
-    /// Runs the post-hook on `instance`.
+    /// Runs the post-hook on `instance`: the outcome to go on with, or `None` when the hook
+    /// handed `outcome` on unchanged.
     pub async fn post_hook(
         &self,
         instance: &mut PluginInstance,
         ctx: &Arc<RequestContext>,
         outcome: &Outcome,
-    ) -> Result<Outcome, HookFailure> {
+    ) -> Result<Option<Outcome>, HookFailure> {
         let result = bindings::with_outcome_wit(outcome, async |wit| {
             let returned = instance
                 .call(Some(ctx), Hook::PostHook, async |p, s| {

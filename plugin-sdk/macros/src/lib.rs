@@ -113,7 +113,7 @@ fn expand(item: &ItemImpl) -> syn::Result<TokenStream2> {
                 }
                 fn post_hook(
                     outcome: ::wasmgate_sdk::PostOutcome,
-                ) -> ::wasmgate_sdk::Result<::wasmgate_sdk::PostOutcome> {
+                ) -> ::wasmgate_sdk::Result<::core::option::Option<::wasmgate_sdk::PostOutcome>> {
                     #sdk::post_hook(&PLUGIN, outcome)
                 }
                 fn stream_chunk(

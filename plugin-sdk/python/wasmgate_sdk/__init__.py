@@ -57,7 +57,7 @@ HttpRewrite = types.HttpRewrite
 __all__ = [
     "ChatRequest", "ChatResponse", "Message", "Choice", "Usage", "GatewayError", "StreamChunk",
     "HttpRequest", "HttpResponse", "HttpRewrite", "Plugin", "PluginError", "Ctx", "export",
-    "Continue", "Respond", "Fail", "Response", "Failed", "Emit", "Drop", "EndStream", "Pass",
+    "Continue", "Respond", "Fail", "Keep", "Response", "Failed", "Emit", "Drop", "EndStream", "Pass",
     "Rewrite", "RespondHttp", "error", "assistant_text", "response_text", "last_user_text",
     "extra_field", "set_extra", "header", "parse_config", "config_error", "now_ms", "trace",
     "debug", "info", "warn", "log_error", "kv_get", "kv_set", "kv_incr", "kv_delete",
@@ -89,6 +89,12 @@ def Respond(resp):
 def Fail(err):
     """Pre-hook: skip the provider and fail with this :func:`error`."""
     return types.PreOutcome_Fail(err)
+
+
+def Keep():
+    """Post-hook: hand the outcome on exactly as received, the cheapest answer (nothing is copied
+    back to the gateway). Returning ``None`` means the same."""
+    return None
 
 
 def Response(resp):
@@ -372,8 +378,10 @@ class Plugin:
         return Continue()
 
     def post_hook(self, ctx, outcome):
-        """After the provider, in reverse order. ``outcome`` is a ``outcome.value`` is the response or error); return one."""
-        return outcome
+        """After the provider, in reverse order. ``outcome.value`` is the response or the error.
+        Return :func:`Keep` (or ``None``) to hand it on unchanged, else the outcome to go on
+        with (``outcome`` edited, :func:`Response` or :func:`Failed`)."""
+        return Keep()
 
     def stream_chunk(self, ctx, chunk):
         """Each chunk of a streamed answer. Return :func:`Emit`, :func:`Drop` or

@@ -207,6 +207,18 @@ async fn the_c_port_of_scripted_follows_the_pipeline_rules() {
     );
     gw.stop().await;
 
+    // A's post-hook answers `keep`: B's response reaches the client as B wrote it.
+    let gw =
+        TestGateway::with_plugins(vec![c("A", json!({"post": "keep"})), c("B", json!({}))]).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content_of(&body), "echo: hi");
+    assert_eq!(
+        trace_of(&body),
+        "A.transport,B.transport,A.pre,B.pre,B.post"
+    );
+    gw.stop().await;
+
     let gw = TestGateway::with_plugins(vec![
         c("A", json!({})),
         c("B", json!({"pre": "fail-no-fallbacks"})),
@@ -246,7 +258,7 @@ async fn the_c_port_of_scripted_follows_the_pipeline_rules() {
 
 /// The C SDK's allocator (in place of dlmalloc) hands freed blocks out again: one instance with
 /// a 4 MiB memory limit serves many requests that each move ~1.5 MiB through it (the body in the
-/// transport interceptor, the request in the pre-hook, the echoed response in the post-hook).
+/// transport interceptor, the request in the pre-hook, the response in the post-hook).
 #[tokio::test]
 async fn the_c_allocator_reuses_freed_memory_across_requests() {
     let limits = LimitsConfig {

@@ -184,6 +184,38 @@ async fn pass_goes_on_with_the_request_as_earlier_plugins_left_it(lang: Lang) {
     gw.stop().await;
 }
 
+async fn keep_hands_the_outcome_on_as_later_post_hooks_left_it(lang: Lang) {
+    // Post-hooks run C, B, A. A answers `keep` (nothing handed back, so it writes no trace):
+    // the client gets B's outcome exactly as B left it, for a response and for an error.
+    let gw = gateway(lang, json!({"post": "keep"}), json!({}), json!({})).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content_of(&body), "echo: hi");
+    assert_eq!(
+        trace_of(&body),
+        "A.transport,B.transport,C.transport,A.pre,B.pre,C.pre,C.post,B.post",
+        "B's response, as B wrote it"
+    );
+    gw.stop().await;
+
+    let gw = gateway(
+        lang,
+        json!({"post": "keep"}),
+        json!({"post": "to-error"}),
+        json!({}),
+    )
+    .await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["message"], "converted by B");
+    assert_eq!(
+        body["error"]["code"],
+        "trace:A.transport,B.transport,C.transport,A.pre,B.pre,C.pre,C.post,B.post",
+        "B's error, as B wrote it"
+    );
+    gw.stop().await;
+}
+
 async fn transport_interceptors_rewrite_headers_or_answer_directly(lang: Lang) {
     let gw = gateway(
         lang,
@@ -314,6 +346,7 @@ wasmgate_e2e::for_each_lang!(
     post_hook_can_turn_a_response_into_an_error,
     pre_hooks_rewrite_the_request_for_later_plugins_and_the_provider,
     pass_goes_on_with_the_request_as_earlier_plugins_left_it,
+    keep_hands_the_outcome_on_as_later_post_hooks_left_it,
     transport_interceptors_rewrite_headers_or_answer_directly,
     fail_open_skips_a_failing_hook_and_its_post_hook,
     context_values_are_per_request,

@@ -72,16 +72,16 @@ impl Plugin for HugeOutput {
         )))
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, _outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         if !self.config.target.hits(Hook::Post, Some(ctx)) {
-            return Ok(outcome);
+            return Ok(None);
         }
-        Ok(PostOutcome::Response(ChatResponse::with_text(
+        Ok(Some(PostOutcome::Response(ChatResponse::with_text(
             "chatcmpl-huge",
             "huge",
             "huge",
             0,
             self.huge(),
-        )))
+        ))))
     }
 }

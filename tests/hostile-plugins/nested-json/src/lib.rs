@@ -57,12 +57,12 @@ impl Plugin for NestedJson {
         Ok(PreOutcome::Continue(req))
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, _outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         if !self.config.target.hits(Hook::Post, Some(ctx)) {
-            return Ok(outcome);
+            return Ok(None);
         }
         let mut response = ChatResponse::with_text("chatcmpl-nested", "nested", "nested", 0, "");
         response.extra = self.nested();
-        Ok(PostOutcome::Response(response))
+        Ok(Some(PostOutcome::Response(response)))
     }
 }

@@ -10,7 +10,7 @@
  * | `tag`       | (required) names the plugin in the trace                   |
  * | `transport` | `pass`, `error`                                            |
  * | `pre`       | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error` |
- * | `post`      | `pass`, `to-error`, `error`                                |
+ * | `post`      | `pass`, `keep`, `to-error`, `error`                        |
  */
 #include "wasmgate.h"
 
@@ -35,7 +35,7 @@ static bool one_of(const char *value, const char *const *allowed) {
 bool exports_plugin_init(plugin_string_t *text, plugin_string_t *err) {
   static const char *const transport[] = {"pass", "error", 0};
   static const char *const pre[] = {"continue", "pass", "respond", "fail", "fail-no-fallbacks", "error", 0};
-  static const char *const post[] = {"pass", "to-error", "error", 0};
+  static const char *const post[] = {"pass", "keep", "to-error", "error", 0};
   bool ok = wg_config_strings(text, names, config, FIELDS, err);
   plugin_string_free(text);
   if (!ok) return false;
@@ -139,11 +139,16 @@ static plugin_string_t with_trace(const plugin_string_t *extra, const char *trac
   return wg_fmt("%s%s\"trace\":\"%s\"}", buf, empty ? "" : ",", trace);
 }
 
-bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_post_outcome_t *ret,
+bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_option_post_outcome_t *ret,
                               plugin_string_t *err) {
   char trace[1024];
   const char *post = config[POST], *tag = config[TAG];
   trace_hook("post", trace, sizeof trace);
+  if (strcmp(post, "keep") == 0) {
+    plugin_post_outcome_free(outcome);
+    ret->is_some = false; /* handed on unchanged, the trace not written */
+    return true;
+  }
   if (strcmp(post, "error") == 0) {
     plugin_post_outcome_free(outcome);
     return wg_fail(err, "error from %s", tag);
@@ -162,7 +167,8 @@ bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_post_outcom
     outcome->val.error.code.is_some = true;
     outcome->val.error.code.val = wg_fmt("trace:%s", trace);
   }
-  *ret = *outcome;
+  ret->is_some = true;
+  ret->val = *outcome;
   return true;
 }
 

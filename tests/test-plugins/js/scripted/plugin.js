@@ -9,15 +9,15 @@
 // throws `PluginError` (a plugin error). The memory and stack actions are not ported.
 
 import {
-  Continue, Drop, Emit, EndStream, Fail, Failed, Pass, Plugin, PluginError, Respond, RespondHttp,
-  Response, Rewrite, assistantText, configError, error, exportPlugin, log, nowMs, parseConfig,
-  setExtra, store,
+  Continue, Drop, Emit, EndStream, Fail, Failed, Keep, Pass, Plugin, PluginError, Respond,
+  RespondHttp, Response, Rewrite, assistantText, configError, error, exportPlugin, log, nowMs,
+  parseConfig, setExtra, store,
 } from '../../../../plugin-sdk/js/wasmgate.js';
 
 const ACTIONS = {
   transport: ['pass', ['pass', 'error', 'trap', 'loop'], ['rewrite-header:', 'respond:']],
   pre: ['continue', ['continue', 'pass', 'respond', 'fail', 'fail-no-fallbacks', 'error', 'trap', 'loop'], ['set-model:', 'sleep-ms:']],
-  post: ['pass', ['pass', 'recover', 'to-error', 'error', 'trap', 'loop'], []],
+  post: ['pass', ['pass', 'keep', 'recover', 'to-error', 'error', 'trap', 'loop'], []],
   init: ['ok', ['ok', 'fail', 'trap'], []],
   cleanup: ['ok', ['ok', 'trap', 'loop'], []],
   on_error: ['pass', ['pass', 'mask', 'error', 'trap'], []],
@@ -135,6 +135,7 @@ class Scripted extends Plugin {
     const trace = this.trace(ctx, 'post');
     const what = this.actions.post;
     this.common(what);
+    if (what.name === 'keep') return Keep();
     if (what.name === 'recover' && outcome.tag === 'error') {
       outcome = Response(assistantText(this.last[0], this.last[1], `recovered by ${this.tag}`));
     } else if (what.name === 'to-error' && outcome.tag === 'response') {

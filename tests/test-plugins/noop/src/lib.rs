@@ -1,6 +1,6 @@
-//! `noop`: a plugin whose pre-hook passes the request on unchanged (`pass`: nothing copied back)
-//! and whose post-hook hands the response back unchanged. It measures what a hook call itself
-//! costs (the benchmarks' "5 no-op plugins").
+//! `noop`: a plugin whose pre-hook passes the request on unchanged (`pass`) and whose post-hook
+//! hands the outcome on unchanged (`none`): nothing is copied back from either. It measures what
+//! a hook call itself costs (the benchmarks' "5 no-op plugins").
 
 use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result};
 
@@ -18,7 +18,7 @@ impl Plugin for Noop {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
-        Ok(outcome)
+    fn post_hook(&mut self, _ctx: &Ctx, _outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+        Ok(None)
     }
 }

@@ -10,7 +10,7 @@ outcome (a response's body field `trace`, an error's code `trace:<trace>`). Supp
 | `tag`               | (required) names the plugin in the trace                               |
 | `transport`         | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
 | `pre`               | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `set-model:<model>`, `sleep-ms:<n>` |
-| `post`              | `pass`, `recover`, `to-error`, `error`, `trap`, `loop`                 |
+| `post`              | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`         |
 | `pre_only_provider` | the pre action applies only to requests for this provider             |
 | `init`              | `ok`, `fail`, `trap` (`inits` counted in kv)                           |
 | `cleanup`           | `ok`, `trap`, `loop` (`cleanups` counted in kv)                        |
@@ -23,7 +23,7 @@ outcome (a response's body field `trace`, an error's code `trace:<trace>`). Supp
 """
 
 from wasmgate_sdk import (
-    Continue, Drop, Emit, EndStream, Fail, Failed, Pass, Plugin, PluginError, RespondHttp,
+    Continue, Drop, Emit, EndStream, Fail, Failed, Keep, Pass, Plugin, PluginError, RespondHttp,
     Respond, Response, Rewrite, assistant_text, config_error, debug, error, export, kv_incr,
     now_ms, parse_config, set_extra,
 )
@@ -32,7 +32,7 @@ ACTIONS = {
     "transport": ("pass", ["pass", "error", "trap", "loop"], ["rewrite-header:", "respond:"]),
     "pre": ("continue", ["continue", "pass", "respond", "fail", "fail-no-fallbacks", "error", "trap",
                          "loop"], ["set-model:", "sleep-ms:"]),
-    "post": ("pass", ["pass", "recover", "to-error", "error", "trap", "loop"], []),
+    "post": ("pass", ["pass", "keep", "recover", "to-error", "error", "trap", "loop"], []),
     "init": ("ok", ["ok", "fail", "trap"], []),
     "cleanup": ("ok", ["ok", "trap", "loop"], []),
     "on_error": ("pass", ["pass", "mask", "error", "trap"], []),
@@ -145,6 +145,8 @@ class Scripted(Plugin):
         trace = self.trace(ctx, "post")
         what, tag = self.actions["post"], self.tag
         self.common(what)
+        if what == "keep":
+            return Keep()
         is_error = not hasattr(outcome.value, "choices")
         if what == "recover" and is_error:
             outcome = Response(assistant_text(*self.last, f"recovered by {tag}"))

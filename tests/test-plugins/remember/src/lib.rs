@@ -26,13 +26,13 @@ impl Plugin for Remember {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         Ok(match outcome {
             PostOutcome::Response(mut response) => {
                 response.set_extra("previous_prompt", &self.previous)?;
-                PostOutcome::Response(response)
+                Some(PostOutcome::Response(response))
             }
-            other => other,
+            PostOutcome::Error(_) => None,
         })
     }
 }

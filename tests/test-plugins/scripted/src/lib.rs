@@ -14,7 +14,7 @@
 //! | `tag`               | (required)   | any string, names this plugin in the trace                |
 //! | `transport`         | `"pass"`     | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
 //! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>` |
-//! | `post`              | `"pass"`     | `pass`, `recover`, `to-error`, `error`, `trap`, `loop`    |
+//! | `post`              | `"pass"`     | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop` |
 //! | `pre_only_provider` | none         | the pre action applies only to requests for this provider |
 //! | `init`              | `"ok"`       | `ok`, `fail`, `trap`                                      |
 //! | `cleanup`           | `"ok"`       | `ok`, `trap`, `loop` (after counting `cleanups` in kv)    |
@@ -28,7 +28,8 @@
 //! `recurse` recurses until the wasm stack overflows; `recurse-shadow` until Rust's shadow stack in
 //! linear memory does (an out-of-bounds trap); `set-model:<m>` sets the request's model;
 //! `sleep-ms:<n>` busy-waits n ms; `recover` turns an error into a response with text
-//! `recovered by <tag>`; `to-error` turns a response into a 502 error `converted by <tag>`;
+//! `recovered by <tag>`; `keep` hands the outcome on unchanged with `none` (so this post-hook
+//! does not write the trace); `to-error` turns a response into a 502 error `converted by <tag>`;
 //! `rewrite-header:<name>=<value>` sets a request header; `respond:<status>` answers the HTTP
 //! request with that status and the JSON body `{"by":"<tag>"}`; `mask` (error stage) replaces the
 //! error's message with `masked by <tag>` and adds the header `x-masked-by: <tag>`; `upper`
@@ -144,9 +145,11 @@ pub enum Pre {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Post {
-    /// Leave the outcome as it is.
+    /// Leave the outcome as it is (and write the trace into it).
     #[default]
     Pass,
+    /// Hand the outcome on with `none`: nothing is handed back, and the trace is not written.
+    Keep,
     /// Turn an error into the response `recovered by <tag>`.
     Recover,
     /// Turn a response into the 502 error `converted by <tag>`.
@@ -300,12 +303,18 @@ impl TryFrom<String> for Post {
     fn try_from(s: String) -> Result<Self> {
         Ok(match s.as_str() {
             "pass" => Post::Pass,
+            "keep" => Post::Keep,
             "recover" => Post::Recover,
             "to-error" => Post::ToError,
             "error" => Post::Error,
             "trap" => Post::Trap,
             "loop" => Post::Loop,
-            _ => return Err(unknown(&s, "pass, recover, to-error, error, trap, loop")),
+            _ => {
+                return Err(unknown(
+                    &s,
+                    "pass, keep, recover, to-error, error, trap, loop",
+                ));
+            }
         })
     }
 }
@@ -455,10 +464,11 @@ impl Plugin for Scripted {
         }
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         let trace = self.trace(ctx, "post");
         let tag = self.tag();
         let outcome = match (&self.config.post, outcome) {
+            (Post::Keep, _) => return Ok(None),
             (Post::Pass, outcome) => outcome,
             (Post::Recover, PostOutcome::Error(_)) => {
                 let (provider, model) = self.last.clone().unwrap_or_default();
@@ -474,13 +484,13 @@ impl Plugin for Scripted {
             (Post::Loop, _) => spin(),
         };
         // The whole trace so far, this hook included.
-        Ok(match outcome {
+        Ok(Some(match outcome {
             PostOutcome::Response(mut resp) => {
                 resp.set_extra("trace", &trace)?;
                 PostOutcome::Response(resp)
             }
             PostOutcome::Error(err) => PostOutcome::Error(err.code(format!("trace:{trace}"))),
-        })
+        }))
     }
 
     fn stream_chunk(&mut self, ctx: &Ctx, mut chunk: StreamChunk) -> Result<ChunkOutcome> {
@@ -636,6 +646,7 @@ mod tests {
         }
         for (text, post) in [
             ("pass", Post::Pass),
+            ("keep", Post::Keep),
             ("recover", Post::Recover),
             ("error", Post::Error),
         ] {

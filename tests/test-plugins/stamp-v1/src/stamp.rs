@@ -41,14 +41,14 @@ impl Plugin for Stamp {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<PostOutcome> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
         match outcome {
             PostOutcome::Response(mut response) => {
                 response.set_extra("stamp_pre", ctx.get("stamp.pre"))?;
                 response.set_extra("stamp_post", crate::VERSION)?;
-                Ok(PostOutcome::Response(response))
+                Ok(Some(PostOutcome::Response(response)))
             }
-            error => Ok(error),
+            PostOutcome::Error(_) => Ok(None),
         }
     }
 
