@@ -70,6 +70,8 @@ pub use crate::stream::StreamChunk;
 /// What a stream-chunk hook decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChunkOutcome {
+    /// Send the chunk on as it was given.
+    Pass,
     /// Send this chunk on.
     Emit(StreamChunk),
     /// Send nothing for this chunk.

@@ -65,8 +65,12 @@ export const Keep = () => undefined;
 export const Response = (resp) => ({ tag: 'response', val: resp });
 /** Post-hook outcome: the request failed with this `error(...)`. */
 export const Failed = (err) => ({ tag: 'error', val: err });
-/** Stream-chunk hook: send this (possibly edited) chunk on. */
-export const Emit = (chunk) => ({ tag: 'emit', val: chunk });
+/**
+ * Stream-chunk hook: send the chunk on. `Emit()` sends it exactly as received, the cheapest
+ * answer (nothing is copied back to the gateway); `Emit(chunk)` sends an edited chunk.
+ */
+export const Emit = (chunk) =>
+  chunk === undefined ? { tag: 'pass' } : { tag: 'emit', val: chunk };
 /** Stream-chunk hook: send nothing for this chunk. */
 export const Drop = () => ({ tag: 'drop' });
 /** Stream-chunk hook: end the stream with this `error(...)`. */
@@ -303,9 +307,12 @@ export class Plugin {
   postHook(ctx, outcome) {
     return Keep();
   }
-  /** Each chunk of a streamed answer: `Emit(chunk)`, `Drop()` or `EndStream(..)`. */
+  /**
+   * Each chunk of a streamed answer: `Emit()` (unchanged), `Emit(chunk)`, `Drop()` or
+   * `EndStream(..)`.
+   */
   streamChunk(ctx, chunk) {
-    return Emit(chunk);
+    return Emit();
   }
   /** The error stage: rewrite the final error and return it. */
   onError(ctx, err) {

@@ -78,16 +78,18 @@ pub trait Plugin: Sized + 'static {
     /// plugins whose pre-hook ran. The post-hooks see the assembled response once the stream
     /// ends, so a plugin that only needs the whole response implements `post_hook` alone.
     ///
-    /// Return [`ChunkOutcome::Emit`] with the (possibly edited) chunk, [`ChunkOutcome::Drop`] to
-    /// send nothing for it, or [`ChunkOutcome::Fail`] to end the stream with an error. A plugin
+    /// Return [`ChunkOutcome::Pass`] to send the chunk on unchanged (the cheapest answer: nothing
+    /// is copied back to the gateway), [`ChunkOutcome::Emit`] with an edited chunk,
+    /// [`ChunkOutcome::Drop`] to send nothing for it, or [`ChunkOutcome::Fail`] to end the
+    /// stream with an error. A plugin
     /// that must see across chunk boundaries (a filter for a word split over two chunks) keeps
     /// the tail of the text in `self` and emits it with a later chunk: the last chunk of a
     /// choice has `finish_reason` set.
     ///
-    /// Default: `Emit(chunk)`.
+    /// Default: `Pass`.
     fn stream_chunk(&mut self, ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
-        let _ = ctx;
-        Ok(ChunkOutcome::Emit(chunk))
+        let _ = (ctx, chunk);
+        Ok(ChunkOutcome::Pass)
     }
 
     /// The error stage: runs when the request ends in an error, after the post-hooks and before

@@ -84,8 +84,8 @@ bool exports_plugin_stream_chunk(plugin_stream_chunk_t *chunk, plugin_chunk_outc
            wg_request_id(id, sizeof id), chunk->index,
            wg_cstr(&chunk->finish_reason.val, reason, sizeof reason));
   }
-  ret->tag = WASMGATE_PLUGIN_TYPES_CHUNK_OUTCOME_EMIT;
-  ret->val.emit = *chunk;
+  plugin_stream_chunk_free(chunk);
+  ret->tag = WASMGATE_PLUGIN_TYPES_CHUNK_OUTCOME_PASS; /* unchanged: nothing is copied back */
   return true;
 }
 

@@ -102,7 +102,7 @@ impl Plugin for HelloWorld {
                 self.greeting, chunk.index
             );
         }
-        Ok(ChunkOutcome::Emit(chunk))
+        Ok(ChunkOutcome::Pass)
     }
 
     fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<GatewayError> {

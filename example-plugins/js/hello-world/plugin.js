@@ -54,7 +54,7 @@ class HelloWorld extends Plugin {
           `ends the stream (${chunk.finishReason})`,
       );
     }
-    return Emit(chunk);
+    return Emit();
   }
 
   onError(ctx, err) {

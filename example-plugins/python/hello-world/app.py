@@ -49,7 +49,7 @@ class HelloWorld(Plugin):
         if chunk.finish_reason is not None:
             info(f"{self.greeting} from stream-chunk: request {ctx.request_id()}, chunk "
                  f"{chunk.index} ends the stream ({chunk.finish_reason})")
-        return Emit(chunk)
+        return Emit()
 
     def on_error(self, ctx, err):
         info(f"{self.greeting} from on-error: request {ctx.request_id()} ends in error {err.status}")

@@ -42,6 +42,7 @@ impl Pipeline {
                     })
                     .await;
                 match result {
+                    Ok(ChunkOutcome::Pass) => {}
                     Ok(ChunkOutcome::Emit(mut next)) => {
                         // Fields the plugin world does not model pass through untouched.
                         next.delta_extra = std::mem::take(&mut chunk.delta_extra);

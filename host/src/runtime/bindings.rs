@@ -503,7 +503,7 @@ impl OutputSize for types::ChunkOutcome {
     fn output_bytes(&self) -> usize {
         match self {
             types::ChunkOutcome::Emit(c) => c.output_bytes(),
-            types::ChunkOutcome::Drop => 0,
+            types::ChunkOutcome::Pass | types::ChunkOutcome::Drop => 0,
             types::ChunkOutcome::Fail(e) => e.output_bytes(),
         }
     }
@@ -528,6 +528,7 @@ pub(crate) fn chunk_param(c: &hooks::StreamChunk) -> types::StreamChunkParam<'_>
 /// WIT chunk outcome -> domain chunk outcome.
 pub(crate) fn chunk_outcome_from_wit(o: types::ChunkOutcome) -> Result<ChunkOutcome, String> {
     Ok(match o {
+        types::ChunkOutcome::Pass => ChunkOutcome::Pass,
         types::ChunkOutcome::Emit(c) => ChunkOutcome::Emit(hooks::StreamChunk {
             index: c.index,
             choice: c.choice,

@@ -107,8 +107,12 @@ def Failed(err):
     return types.PostOutcome_Error(err)
 
 
-def Emit(chunk):
-    """Stream-chunk hook: send this (possibly edited) chunk on."""
+def Emit(chunk=None):
+    """Stream-chunk hook: send the chunk on. ``Emit()`` sends it exactly as received, the
+    cheapest answer (nothing is copied back to the gateway); ``Emit(chunk)`` sends an edited
+    chunk."""
+    if chunk is None:
+        return types.ChunkOutcome_Pass()
     return types.ChunkOutcome_Emit(chunk)
 
 
@@ -384,9 +388,9 @@ class Plugin:
         return Keep()
 
     def stream_chunk(self, ctx, chunk):
-        """Each chunk of a streamed answer. Return :func:`Emit`, :func:`Drop` or
-        :func:`EndStream`."""
-        return Emit(chunk)
+        """Each chunk of a streamed answer. Return :func:`Emit` (``Emit()``: unchanged),
+        :func:`Drop` or :func:`EndStream`."""
+        return Emit()
 
     def on_error(self, ctx, err):
         """The error stage: rewrite the final :class:`GatewayError` and return it."""

@@ -138,6 +138,24 @@ async fn chunk_hooks_edit_and_drop_chunks_in_post_hook_order(lang: Lang) {
     gw.stop().await;
 }
 
+async fn a_chunk_pass_sends_on_what_earlier_chunk_hooks_left(lang: Lang) {
+    // B runs first on chunks and upper-cases them; A answers `pass` (nothing handed back): the
+    // client gets B's chunks.
+    let gw = gateway(
+        4,
+        vec![
+            scripted_in(lang, "A", json!({})),
+            scripted_in(lang, "B", json!({"chunk": "upper"})),
+        ],
+    )
+    .await;
+    let sse = stream(&gw, &stream_body("mock/echo", "abcdefgh")).await;
+    assert_eq!(sse.status, 200);
+    assert!(sse.done());
+    assert_eq!(sse.text(), "ECHO: ABCDEFGH");
+    gw.stop().await;
+}
+
 async fn a_chunk_hook_can_end_the_stream_with_an_error_that_goes_through_the_error_stage(
     lang: Lang,
 ) {
@@ -338,6 +356,7 @@ async fn an_openai_upstream_stream_is_relayed_through_the_chunk_hooks() {
 
 wasmgate_e2e::for_each_lang!(
     chunk_hooks_edit_and_drop_chunks_in_post_hook_order,
+    a_chunk_pass_sends_on_what_earlier_chunk_hooks_left,
     a_chunk_hook_can_end_the_stream_with_an_error_that_goes_through_the_error_stage,
     a_failing_chunk_hook_follows_its_policy,
 );

@@ -174,8 +174,8 @@ bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_option_post
 
 bool exports_plugin_stream_chunk(plugin_stream_chunk_t *chunk, plugin_chunk_outcome_t *ret,
                                  plugin_string_t *err) {
-  ret->tag = WASMGATE_PLUGIN_TYPES_CHUNK_OUTCOME_EMIT;
-  ret->val.emit = *chunk;
+  plugin_stream_chunk_free(chunk);
+  ret->tag = WASMGATE_PLUGIN_TYPES_CHUNK_OUTCOME_PASS; /* on unchanged, nothing copied back */
   return true;
 }
 

@@ -153,12 +153,13 @@ class Scripted extends Plugin {
     this.common(what);
     if (what.name === 'upper' && chunk.content !== undefined) {
       chunk.content = chunk.content.toUpperCase();
-    } else if (what.name === 'drop-odd' && chunk.index % 2 === 1) {
-      return Drop();
-    } else if (what.name === 'fail-at:' && chunk.index === what.arg) {
+      return Emit(chunk);
+    }
+    if (what.name === 'drop-odd' && chunk.index % 2 === 1) return Drop();
+    if (what.name === 'fail-at:' && chunk.index === what.arg) {
       return EndStream(error(502, `stream cut by ${this.tag}`));
     }
-    return Emit(chunk);
+    return Emit();
   }
 
   onError(ctx, err) {

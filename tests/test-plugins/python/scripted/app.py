@@ -166,11 +166,12 @@ class Scripted(Plugin):
         self.common(what)
         if what == "upper" and chunk.content is not None:
             chunk.content = chunk.content.upper()
-        elif what == "drop-odd" and chunk.index % 2 == 1:
+            return Emit(chunk)
+        if what == "drop-odd" and chunk.index % 2 == 1:
             return Drop()
-        elif isinstance(what, tuple) and chunk.index == what[1]:
+        if isinstance(what, tuple) and chunk.index == what[1]:
             return EndStream(error(502, f"stream cut by {self.tag}"))
-        return Emit(chunk)
+        return Emit()
 
     def on_error(self, ctx, err):
         self.trace(ctx, "error")

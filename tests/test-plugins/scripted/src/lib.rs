@@ -181,7 +181,7 @@ pub enum OnError {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Chunk {
-    /// Emit the chunk unchanged.
+    /// Send the chunk on unchanged (`pass`: nothing handed back).
     #[default]
     Pass,
     /// Upper-case the chunk's text.
@@ -499,17 +499,17 @@ impl Plugin for Scripted {
         }
         let tag = self.tag();
         Ok(match &self.config.chunk {
-            Chunk::Pass => ChunkOutcome::Emit(chunk),
+            Chunk::Pass => ChunkOutcome::Pass,
             Chunk::Upper => {
                 chunk.content = chunk.content.map(|c| c.to_uppercase());
                 ChunkOutcome::Emit(chunk)
             }
             Chunk::DropOdd if chunk.index % 2 == 1 => ChunkOutcome::Drop,
-            Chunk::DropOdd => ChunkOutcome::Emit(chunk),
+            Chunk::DropOdd => ChunkOutcome::Pass,
             Chunk::FailAt(n) if chunk.index == *n => {
                 ChunkOutcome::Fail(GatewayError::new(502, format!("stream cut by {tag}")))
             }
-            Chunk::FailAt(_) => ChunkOutcome::Emit(chunk),
+            Chunk::FailAt(_) => ChunkOutcome::Pass,
             Chunk::Error => return Err(format!("error from {tag}")),
             Chunk::Trap => panic!("trap in {tag}"),
         })
