@@ -57,8 +57,8 @@ export const Respond = (resp) => ({ tag: 'respond', val: resp });
 /** Pre-hook: skip the provider and fail with this `error(...)`. */
 export const Fail = (err) => ({ tag: 'fail', val: err });
 /**
- * Post-hook: hand the outcome on exactly as received, the cheapest answer (nothing is copied
- * back to the gateway). Returning nothing (`undefined`) means the same.
+ * Post-hook or error stage: hand the outcome (the error) on exactly as received, the cheapest
+ * answer (nothing is copied back to the gateway). Returning nothing (`undefined`) means the same.
  */
 export const Keep = () => undefined;
 /** Post-hook outcome: the request succeeded with this response. */
@@ -314,9 +314,9 @@ export class Plugin {
   streamChunk(ctx, chunk) {
     return Emit();
   }
-  /** The error stage: rewrite the final error and return it. */
+  /** The error stage: rewrite the final error and return it, or `Keep()` it unchanged. */
   onError(ctx, err) {
-    return err;
+    return Keep();
   }
   /** Called once when the instance is retired. */
   cleanup() {}

@@ -83,7 +83,10 @@ pub fn stream_chunk<T: Plugin>(slot: &'static Slot<T>, chunk: StreamChunk) -> Re
 }
 
 /// `on-error` export.
-pub fn on_error<T: Plugin>(slot: &'static Slot<T>, error: GatewayError) -> Result<GatewayError> {
+pub fn on_error<T: Plugin>(
+    slot: &'static Slot<T>,
+    error: GatewayError,
+) -> Result<Option<GatewayError>> {
     with_plugin(slot, "on-error", |p, ctx| p.on_error(ctx, error))
 }
 

@@ -94,12 +94,13 @@ pub trait Plugin: Sized + 'static {
 
     /// The error stage: runs when the request ends in an error, after the post-hooks and before
     /// the error leaves the gateway, for every plugin in the chain. Rewrite the error (mask
-    /// upstream details, add a header); recovering is the post-hook's job.
+    /// upstream details, add a header) and return it in `Some`, or return `None` to hand it on
+    /// exactly as received (nothing is copied back); recovering is the post-hook's job.
     ///
-    /// Default: the error unchanged.
-    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<GatewayError> {
-        let _ = ctx;
-        Ok(error)
+    /// Default: `None`.
+    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<Option<GatewayError>> {
+        let _ = (ctx, error);
+        Ok(None)
     }
 
     /// Called once when the instance is retired (plugin unloaded or gateway shut down); the

@@ -32,8 +32,8 @@ impl wasmgate_sdk::Plugin for All {
     fn stream_chunk(&mut self, _: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
         Ok(ChunkOutcome::Emit(chunk))
     }
-    fn on_error(&mut self, _: &Ctx, error: GatewayError) -> Result<GatewayError> {
-        Ok(error)
+    fn on_error(&mut self, _: &Ctx, error: GatewayError) -> Result<Option<GatewayError>> {
+        Ok(Some(error))
     }
     fn cleanup(&mut self) -> Result<()> {
         Ok(())

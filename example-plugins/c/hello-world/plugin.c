@@ -89,12 +89,13 @@ bool exports_plugin_stream_chunk(plugin_stream_chunk_t *chunk, plugin_chunk_outc
   return true;
 }
 
-bool exports_plugin_on_error(plugin_gateway_error_t *error, plugin_gateway_error_t *ret,
+bool exports_plugin_on_error(plugin_gateway_error_t *error, plugin_option_gateway_error_t *ret,
                              plugin_string_t *err) {
   char id[64];
   wg_log(INFO, "%s from on-error: request %s ends in error %u", greeting[0],
          wg_request_id(id, sizeof id), error->status);
-  *ret = *error;
+  plugin_gateway_error_free(error);
+  ret->is_some = false; /* unchanged: nothing is copied back */
   return true;
 }
 

@@ -105,13 +105,13 @@ impl Plugin for HelloWorld {
         Ok(ChunkOutcome::Pass)
     }
 
-    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<GatewayError> {
+    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<Option<GatewayError>> {
         let id = ctx.request_id();
         info!(
             "{} from on-error: request {id} ends in error {}",
             self.greeting, error.status
         );
-        Ok(error)
+        Ok(None)
     }
 
     fn cleanup(&mut self) -> Result<()> {

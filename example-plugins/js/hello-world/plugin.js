@@ -59,7 +59,7 @@ class HelloWorld extends Plugin {
 
   onError(ctx, err) {
     log.info(`${this.greeting} from on-error: request ${ctx.requestId()} ends in error ${err.status}`);
-    return err;
+    return Keep();
   }
 
   cleanup() {

@@ -53,7 +53,7 @@ class HelloWorld(Plugin):
 
     def on_error(self, ctx, err):
         info(f"{self.greeting} from on-error: request {ctx.request_id()} ends in error {err.status}")
-        return err
+        return Keep()
 
     def cleanup(self):
         info(f"{self.greeting} from cleanup")

@@ -440,7 +440,9 @@ impl Pipeline {
                 })
                 .await;
             match result {
-                Ok(next) => err = next,
+                Ok(Some(next)) => err = next,
+                // Handed on unchanged.
+                Ok(None) => {}
                 Err(failure) => {
                     if let Err(failed) =
                         apply_policy(&session.chain.links[i], &session.ctx, &failure)

@@ -576,13 +576,14 @@ impl LoadedPlugin {
         result
     }
 
-    /// Runs the error stage hook on `instance`.
+    /// Runs the error stage hook on `instance`: the rewritten error, or `None` when the hook
+    /// handed `error` on unchanged.
     pub async fn on_error(
         &self,
         instance: &mut PluginInstance,
         ctx: &Arc<RequestContext>,
         error: &GatewayError,
-    ) -> Result<GatewayError, HookFailure> {
+    ) -> Result<Option<GatewayError>, HookFailure> {
         let result = bindings::with_error_wit(error, async |wit| {
             instance
                 .call(Some(ctx), Hook::OnError, async |p, s| {
@@ -592,7 +593,9 @@ impl LoadedPlugin {
         })
         .await
         .and_then(|e| {
-            bindings::error_from_wit(e).map_err(|why| instance.invalid(Hook::OnError, why))
+            e.map(bindings::error_from_wit)
+                .transpose()
+                .map_err(|why| instance.invalid(Hook::OnError, why))
         });
         self.observe(Hook::OnError, instance, &result);
         result

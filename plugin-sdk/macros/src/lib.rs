@@ -123,7 +123,7 @@ fn expand(item: &ItemImpl) -> syn::Result<TokenStream2> {
                 }
                 fn on_error(
                     error: ::wasmgate_sdk::GatewayError,
-                ) -> ::wasmgate_sdk::Result<::wasmgate_sdk::GatewayError> {
+                ) -> ::wasmgate_sdk::Result<::core::option::Option<::wasmgate_sdk::GatewayError>> {
                     #sdk::on_error(&PLUGIN, error)
                 }
                 fn cleanup() -> ::wasmgate_sdk::Result<()> {

@@ -92,8 +92,9 @@ def Fail(err):
 
 
 def Keep():
-    """Post-hook: hand the outcome on exactly as received, the cheapest answer (nothing is copied
-    back to the gateway). Returning ``None`` means the same."""
+    """Post-hook or error stage: hand the outcome (the error) on exactly as received, the
+    cheapest answer (nothing is copied back to the gateway). Returning ``None`` means the
+    same."""
     return None
 
 
@@ -393,8 +394,9 @@ class Plugin:
         return Emit()
 
     def on_error(self, ctx, err):
-        """The error stage: rewrite the final :class:`GatewayError` and return it."""
-        return err
+        """The error stage: rewrite the final :class:`GatewayError` and return it, or return
+        :func:`Keep` (or ``None``) to hand it on unchanged."""
+        return Keep()
 
     def cleanup(self):
         """Called once when the instance is retired."""

@@ -312,6 +312,24 @@ async fn the_error_stage_runs_in_post_hook_order_on_the_final_error_only(lang: L
     gw.stop().await;
 }
 
+async fn an_error_stage_pass_hands_on_the_error_as_earlier_hooks_left_it(lang: Lang) {
+    // The error stage runs C, B, A. C masks; B and A answer `none` (nothing handed back): the
+    // client gets C's rewrite, status and header included.
+    let gw = gateway(
+        lang,
+        json!({}),
+        json!({"pre": "fail-no-fallbacks"}),
+        json!({"on_error": "mask"}),
+    )
+    .await;
+    let (status, masked_by, body) =
+        chat_raw(&gw, &chat_body("mock/echo", "hi"), "x-masked-by").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["message"], "masked by C", "{body}");
+    assert_eq!(masked_by, ["C"]);
+    gw.stop().await;
+}
+
 async fn a_failing_error_stage_hook_is_handled_by_its_policy(lang: Lang) {
     let gw = gateway(
         lang,
@@ -351,5 +369,6 @@ wasmgate_e2e::for_each_lang!(
     fail_open_skips_a_failing_hook_and_its_post_hook,
     context_values_are_per_request,
     the_error_stage_runs_in_post_hook_order_on_the_final_error_only,
+    an_error_stage_pass_hands_on_the_error_as_earlier_hooks_left_it,
     a_failing_error_stage_hook_is_handled_by_its_policy,
 );

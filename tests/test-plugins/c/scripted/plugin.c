@@ -179,9 +179,10 @@ bool exports_plugin_stream_chunk(plugin_stream_chunk_t *chunk, plugin_chunk_outc
   return true;
 }
 
-bool exports_plugin_on_error(plugin_gateway_error_t *error, plugin_gateway_error_t *ret,
+bool exports_plugin_on_error(plugin_gateway_error_t *error, plugin_option_gateway_error_t *ret,
                              plugin_string_t *err) {
-  *ret = *error;
+  plugin_gateway_error_free(error);
+  ret->is_some = false; /* handed on unchanged */
   return true;
 }
 

@@ -169,8 +169,9 @@ class Scripted extends Plugin {
     if (what.name === 'mask') {
       err.message = `masked by ${this.tag}`;
       err.headers.push(['x-masked-by', this.tag]);
+      return err;
     }
-    return err;
+    return Keep();
   }
 
   cleanup() {

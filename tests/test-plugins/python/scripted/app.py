@@ -180,7 +180,8 @@ class Scripted(Plugin):
         if what == "mask":
             err.message = f"masked by {self.tag}"
             err.headers.append(("x-masked-by", self.tag))
-        return err
+            return err
+        return Keep()
 
     def cleanup(self):
         debug(f"cleanup of {self.tag}")

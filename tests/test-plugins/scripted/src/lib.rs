@@ -515,16 +515,18 @@ impl Plugin for Scripted {
         })
     }
 
-    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<GatewayError> {
+    fn on_error(&mut self, ctx: &Ctx, error: GatewayError) -> Result<Option<GatewayError>> {
         self.trace(ctx, "error");
         let tag = self.tag();
         match self.config.on_error {
-            OnError::Pass => Ok(error),
-            OnError::Mask => Ok(GatewayError {
-                message: format!("masked by {tag}"),
-                ..error
-            }
-            .header("x-masked-by", tag)),
+            OnError::Pass => Ok(None),
+            OnError::Mask => Ok(Some(
+                GatewayError {
+                    message: format!("masked by {tag}"),
+                    ..error
+                }
+                .header("x-masked-by", tag),
+            )),
             OnError::Error => Err(format!("error from {tag}")),
             OnError::Trap => panic!("trap in {tag}"),
         }
