@@ -334,7 +334,13 @@ impl ChatRequest {
 
     /// The `provider/model` address of this request.
     pub fn target(&self) -> String {
-        format!("{}/{}", self.provider, self.model)
+        // Not `format!`: this runs on every request, and the formatting machinery costs more
+        // than the copy.
+        let mut target = String::with_capacity(self.provider.len() + 1 + self.model.len());
+        target.push_str(&self.provider);
+        target.push('/');
+        target.push_str(&self.model);
+        target
     }
 
     /// Points the request at another `provider/model` (for a fallback attempt).

@@ -22,6 +22,40 @@ pub struct RequestContext {
     values: Mutex<HashMap<String, String>>,
 }
 
+/// The values only the gateway writes into every request's context, under [`GATEWAY_PREFIX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayValue {
+    /// `gateway.pipeline`: the pipeline serving the request (`default` for the default one).
+    Pipeline,
+    /// `gateway.chain`: the chain's plugins, comma-separated.
+    Chain,
+    /// `gateway.started_ms`: when the request started, in ms since the Unix epoch.
+    StartedMs,
+    /// `gateway.target`: the `provider/model` sent upstream in this attempt.
+    Target,
+    /// `gateway.attempt`: 0 for the first target, then one per fallback.
+    Attempt,
+    /// `gateway.short_circuit`: the plugin whose pre-hook answered or failed the request.
+    ShortCircuit,
+    /// `gateway.stream`: `true` when the client asked for a stream.
+    Stream,
+}
+
+impl GatewayValue {
+    /// Its key in the context, e.g. `gateway.target`.
+    pub const fn key(self) -> &'static str {
+        match self {
+            GatewayValue::Pipeline => "gateway.pipeline",
+            GatewayValue::Chain => "gateway.chain",
+            GatewayValue::StartedMs => "gateway.started_ms",
+            GatewayValue::Target => "gateway.target",
+            GatewayValue::Attempt => "gateway.attempt",
+            GatewayValue::ShortCircuit => "gateway.short_circuit",
+            GatewayValue::Stream => "gateway.stream",
+        }
+    }
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl RequestContext {
@@ -84,17 +118,16 @@ impl RequestContext {
     }
 
     /// Sets one of the gateway's own values (`gateway.*`), which plugins can read but not
-    /// write: `gateway.pipeline`, `gateway.chain`, `gateway.started_ms`, `gateway.target`,
-    /// `gateway.attempt`, `gateway.short_circuit`, `gateway.stream`.
-    pub fn set_gateway(&self, name: &str, value: impl Into<String>) {
+    /// write.
+    pub fn set_gateway(&self, name: GatewayValue, value: impl Into<String>) {
         // Fixed small keys; the value caps still apply.
-        let _ = self.insert(format!("{GATEWAY_PREFIX}{name}"), value.into());
+        let _ = self.insert(name.key().to_string(), value.into());
     }
 
     /// Removes one of the gateway's own values (a fallback attempt starts afresh).
-    pub fn unset_gateway(&self, name: &str) {
+    pub fn unset_gateway(&self, name: GatewayValue) {
         let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        values.remove(&format!("{GATEWAY_PREFIX}{name}"));
+        values.remove(name.key());
     }
 
     fn insert(&self, key: String, value: String) -> Result<(), String> {
@@ -146,10 +179,31 @@ mod tests {
     }
 
     #[test]
+    fn every_gateway_value_is_under_the_gateway_prefix() {
+        use GatewayValue::*;
+        for value in [
+            Pipeline,
+            Chain,
+            StartedMs,
+            Target,
+            Attempt,
+            ShortCircuit,
+            Stream,
+        ] {
+            let key = value.key();
+            assert!(key.starts_with(GATEWAY_PREFIX), "{key}");
+            assert!(key.len() > GATEWAY_PREFIX.len(), "{key}");
+        }
+    }
+
+    #[test]
     fn gateway_keys_are_read_only_for_plugins() {
         let ctx = RequestContext::new(vec![]);
-        ctx.set_gateway("target", "mock/echo");
+        ctx.set_gateway(GatewayValue::Target, "mock/echo");
         assert_eq!(ctx.get("gateway.target").as_deref(), Some("mock/echo"));
+        ctx.unset_gateway(GatewayValue::Target);
+        assert_eq!(ctx.get("gateway.target"), None);
+        ctx.set_gateway(GatewayValue::Target, "mock/echo");
         let refused = ctx
             .set("gateway.target".into(), "evil/model".into())
             .expect_err("reserved");

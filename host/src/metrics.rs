@@ -28,7 +28,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Unit;
 
 use crate::chat::split_target;
-use crate::context::{GATEWAY_PREFIX, RequestContext};
+use crate::context::{GatewayValue, RequestContext};
 use crate::hooks::Hook;
 use crate::registry::{LoadCounts, Registry};
 use crate::runtime::{HookSnapshot, LatencyHistogram, QuarantineStatus};
@@ -63,7 +63,7 @@ impl ServedTarget {
     /// parsed, or asked for a target this gateway does not serve).
     pub fn of(ctx: &RequestContext, requested: Option<&str>) -> Option<Self> {
         let target = ctx
-            .get(&format!("{GATEWAY_PREFIX}target"))
+            .get(GatewayValue::Target.key())
             .or_else(|| requested.map(str::to_string))?;
         let (provider, model) = split_target(&target)?;
         Some(Self {
@@ -585,7 +585,7 @@ mod tests {
             (requested.provider.as_str(), requested.model.as_str()),
             ("mock", "echo")
         );
-        ctx.set_gateway("target", "other/big-model");
+        ctx.set_gateway(GatewayValue::Target, "other/big-model");
         let served = ServedTarget::of(&ctx, Some("mock/echo")).expect("served");
         assert_eq!(
             (served.provider.as_str(), served.model.as_str()),

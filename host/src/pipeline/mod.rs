@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::config::{FailurePolicy, PIPELINE_HEADER, VIRTUAL_KEY_HEADER};
-use crate::context::RequestContext;
+use crate::context::{GatewayValue, RequestContext};
 use crate::error::GatewayError;
 use crate::hooks::{
     Headers, Hook, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome,
@@ -346,15 +346,15 @@ impl Pipeline {
         let slots = chain.links.iter().map(|_| None).collect();
         let failed = vec![false; chain.links.len()];
         let ctx = Arc::new(RequestContext::new(headers));
-        ctx.set_gateway("chain", chain.names.clone());
+        ctx.set_gateway(GatewayValue::Chain, chain.names.clone());
         ctx.set_gateway(
-            "pipeline",
+            GatewayValue::Pipeline,
             chain.pipeline.clone().unwrap_or_else(|| "default".into()),
         );
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        ctx.set_gateway("started_ms", now.to_string());
+        ctx.set_gateway(GatewayValue::StartedMs, now.to_string());
         Session {
             chain,
             ctx,
@@ -511,9 +511,11 @@ impl Pipeline {
                     "trying fallback"
                 );
             }
-            session.ctx.set_gateway("attempt", attempt.to_string());
-            session.ctx.unset_gateway("short_circuit");
-            session.ctx.unset_gateway("target");
+            session
+                .ctx
+                .set_gateway(GatewayValue::Attempt, attempt.to_string());
+            session.ctx.unset_gateway(GatewayValue::ShortCircuit);
+            session.ctx.unset_gateway(GatewayValue::Target);
             let started = self.attempt(session, attempt_req, stream).await;
             match started {
                 Err(err) if err.fallbacks_allowed() && attempt + 1 < targets.len() => {
@@ -538,9 +540,9 @@ impl Pipeline {
         let outcome = match next {
             Err(short_circuit) => short_circuit,
             Ok(req) => {
-                session.ctx.set_gateway("target", req.target());
+                session.ctx.set_gateway(GatewayValue::Target, req.target());
                 if stream {
-                    session.ctx.set_gateway("stream", "true");
+                    session.ctx.set_gateway(GatewayValue::Stream, "true");
                     match self.providers.chat_stream(&req).await {
                         Ok(stream) => return Ok(Started::Streaming { stream, ran }),
                         Err(err) => Err(err),
@@ -614,7 +616,9 @@ impl Pipeline {
             if let Some((i, short_circuit)) = decided {
                 if !session.failed[i] {
                     let plugin = &session.chain.links[i].plugin;
-                    session.ctx.set_gateway("short_circuit", plugin.name());
+                    session
+                        .ctx
+                        .set_gateway(GatewayValue::ShortCircuit, plugin.name());
                     plugin.note_short_circuit(Hook::PreHook);
                 }
                 return (ran, Err(short_circuit));

@@ -136,6 +136,9 @@ impl Providers {
     /// The configured fallbacks of `provider/model`: its own entry, else its provider's, else
     /// none.
     pub fn fallbacks_for(&self, provider: &str, model: &str) -> &[String] {
+        if self.fallbacks.is_empty() {
+            return &[];
+        }
         self.fallbacks
             .get(&format!("{provider}/{model}"))
             .or_else(|| self.fallbacks.get(provider))
@@ -145,8 +148,9 @@ impl Providers {
     /// Checks that `provider/model` names a configured provider that serves the model: a 404
     /// (no fallbacks) naming what is served otherwise.
     pub fn check_target(&self, provider: &str, model: &str) -> Result<&Provider, GatewayError> {
-        let target = format!("{provider}/{model}");
+        let target = || format!("{provider}/{model}");
         let Some(found) = self.by_name.get(provider) else {
+            let target = target();
             let known = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(GatewayError::not_found(
                 format!(
@@ -159,7 +163,7 @@ impl Providers {
         };
         found.check_model(model).map_err(|why| {
             GatewayError::not_found(
-                format!("unknown model `{target}`: {why}"),
+                format!("unknown model `{}`: {why}", target()),
                 "model_not_found",
             )
             .with_param("model")
