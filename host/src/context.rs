@@ -42,6 +42,17 @@ pub enum GatewayValue {
 }
 
 impl GatewayValue {
+    /// Every value, in the order of the enum.
+    pub const ALL: [GatewayValue; 7] = [
+        GatewayValue::Pipeline,
+        GatewayValue::Chain,
+        GatewayValue::StartedMs,
+        GatewayValue::Target,
+        GatewayValue::Attempt,
+        GatewayValue::ShortCircuit,
+        GatewayValue::Stream,
+    ];
+
     /// Its key in the context, e.g. `gateway.target`.
     pub const fn key(self) -> &'static str {
         match self {
@@ -179,18 +190,11 @@ mod tests {
     }
 
     #[test]
-    fn every_gateway_value_is_under_the_gateway_prefix() {
-        use GatewayValue::*;
-        for value in [
-            Pipeline,
-            Chain,
-            StartedMs,
-            Target,
-            Attempt,
-            ShortCircuit,
-            Stream,
-        ] {
-            let key = value.key();
+    fn every_gateway_value_has_its_own_key_under_the_gateway_prefix() {
+        let keys: std::collections::HashSet<_> =
+            GatewayValue::ALL.iter().map(|v| v.key()).collect();
+        assert_eq!(keys.len(), GatewayValue::ALL.len(), "{keys:?}");
+        for key in keys {
             assert!(key.starts_with(GATEWAY_PREFIX), "{key}");
             assert!(key.len() > GATEWAY_PREFIX.len(), "{key}");
         }
