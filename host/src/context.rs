@@ -19,7 +19,15 @@ const MAX_VALUE_BYTES: usize = 64 * 1024;
 pub struct RequestContext {
     id: String,
     headers: Mutex<Headers>,
-    values: Mutex<HashMap<String, String>>,
+    values: Mutex<Values>,
+}
+
+/// The string map: the plugins' values, and the gateway's in fixed slots (set on every
+/// request, so they are not hashed and keyed anew each time).
+#[derive(Debug, Default)]
+struct Values {
+    plugins: HashMap<String, String>,
+    gateway: [Option<String>; GatewayValue::ALL.len()],
 }
 
 /// The values only the gateway writes into every request's context, under [`GATEWAY_PREFIX`].
@@ -77,7 +85,7 @@ impl RequestContext {
         Self {
             id: format!("req-{boot:08x}-{n:08x}"),
             headers: Mutex::new(headers),
-            values: Mutex::new(HashMap::new()),
+            values: Mutex::new(Values::default()),
         }
     }
 
@@ -108,13 +116,14 @@ impl RequestContext {
         *self.headers.lock().unwrap_or_else(|p| p.into_inner()) = headers;
     }
 
-    /// A value stored by a hook of this request.
+    /// A value stored by a hook of this request, or one of the gateway's (`gateway.*`).
     pub fn get(&self, key: &str) -> Option<String> {
-        self.values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        if key.starts_with(GATEWAY_PREFIX) {
+            let name = GatewayValue::ALL.into_iter().find(|v| v.key() == key)?;
+            return values.gateway[name as usize].clone();
+        }
+        values.plugins.get(key).cloned()
     }
 
     /// Stores a value. Returns an error message when a size limit refuses it.
@@ -131,14 +140,22 @@ impl RequestContext {
     /// Sets one of the gateway's own values (`gateway.*`), which plugins can read but not
     /// write.
     pub fn set_gateway(&self, name: GatewayValue, value: impl Into<String>) {
-        // Fixed small keys; the value caps still apply.
-        let _ = self.insert(name.key().to_string(), value.into());
+        let value = value.into();
+        // The value cap still applies (a chain of many plugins could exceed it).
+        if value.len() <= MAX_VALUE_BYTES {
+            self.values
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .gateway[name as usize] = Some(value);
+        }
     }
 
     /// Removes one of the gateway's own values (a fallback attempt starts afresh).
     pub fn unset_gateway(&self, name: GatewayValue) {
-        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        values.remove(name.key());
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .gateway[name as usize] = None;
     }
 
     fn insert(&self, key: String, value: String) -> Result<(), String> {
@@ -154,7 +171,11 @@ impl RequestContext {
                 value.len()
             ));
         }
-        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let values = &mut self
+            .values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plugins;
         if values.len() >= MAX_VALUES && !values.contains_key(&key) {
             return Err(format!("request context already holds {MAX_VALUES} values"));
         }
@@ -207,6 +228,9 @@ mod tests {
         assert_eq!(ctx.get("gateway.target").as_deref(), Some("mock/echo"));
         ctx.unset_gateway(GatewayValue::Target);
         assert_eq!(ctx.get("gateway.target"), None);
+        assert_eq!(ctx.get("gateway.nonsense"), None);
+        ctx.set_gateway(GatewayValue::Chain, "x".repeat(MAX_VALUE_BYTES + 1));
+        assert_eq!(ctx.get("gateway.chain"), None, "the value cap applies");
         ctx.set_gateway(GatewayValue::Target, "mock/echo");
         let refused = ctx
             .set("gateway.target".into(), "evil/model".into())
