@@ -20,7 +20,9 @@
 //!   a cold and a warm compiled-component cache.
 //!
 //! No figure is compared with a threshold in a test: the report states the targets and where
-//! this run stands.
+//! this run stands. A throughput ratio whose probes contradict each other (a system that does
+//! less work served less than one that does more: nginx below the no-plugin gateway, pooled
+//! below per-request instances) is reported as not judged: only a disturbance explains it.
 
 mod load;
 mod procs;
