@@ -81,10 +81,9 @@ pub trait Plugin: Sized + 'static {
     /// Return [`ChunkOutcome::Pass`] to send the chunk on unchanged (the cheapest answer: nothing
     /// is copied back to the gateway), [`ChunkOutcome::Emit`] with an edited chunk,
     /// [`ChunkOutcome::Drop`] to send nothing for it, or [`ChunkOutcome::Fail`] to end the
-    /// stream with an error. A plugin
-    /// that must see across chunk boundaries (a filter for a word split over two chunks) keeps
-    /// the tail of the text in `self` and emits it with a later chunk: the last chunk of a
-    /// choice has `finish_reason` set.
+    /// stream with an error. A plugin that must see across chunk boundaries (a filter for a word
+    /// split over two chunks) keeps the tail of the text in `self` and emits it with a later
+    /// chunk: the last chunk of a choice has `finish_reason` set.
     ///
     /// Default: `Pass`.
     fn stream_chunk(&mut self, ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
