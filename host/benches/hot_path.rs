@@ -54,7 +54,8 @@ fn hook_and_instance(c: &mut Criterion) {
         ))
         .expect("loads")
     };
-    let request = ChatRequest::from_json(request_json()).expect("a valid request");
+    let request =
+        std::sync::Arc::new(ChatRequest::from_json(request_json()).expect("a valid request"));
     let ctx = Arc::new(RequestContext::new(headers()));
 
     let mut group = c.benchmark_group("hook");

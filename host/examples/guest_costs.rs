@@ -125,11 +125,13 @@ async fn measure(
     creates.sort();
 
     // The first call on a fresh instance, then calls on a warm one.
-    let req = ChatRequest::from_json(json!({
-        "model": "mock/echo",
-        "messages": [{"role": "user", "content": "x".repeat(1024)}],
-    }))
-    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let req = Arc::new(
+        ChatRequest::from_json(json!({
+            "model": "mock/echo",
+            "messages": [{"role": "user", "content": "x".repeat(1024)}],
+        }))
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?,
+    );
     let ctx = Arc::new(RequestContext::new(Vec::new()));
     let mut instance = held.pop().context("no instance")?;
     let started = Instant::now();

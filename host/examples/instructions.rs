@@ -45,7 +45,7 @@ enum Workload {
     Hook {
         plugin: Arc<wasmgate::runtime::LoadedPlugin>,
         instance: Box<wasmgate::runtime::PluginInstance>,
-        request: ChatRequest,
+        request: Arc<ChatRequest>,
         ctx: Arc<RequestContext>,
     },
     Pipeline {
@@ -79,7 +79,7 @@ impl Workload {
             return Ok(Workload::Hook {
                 plugin,
                 instance,
-                request: ChatRequest::from_json(request_json())?,
+                request: Arc::new(ChatRequest::from_json(request_json())?),
                 ctx: Arc::new(RequestContext::new(headers())),
             });
         }

@@ -4,7 +4,13 @@
  * Ownership follows the generated bindings: an export owns its arguments (free what you do not
  * hand back) and returns values the bindings free after the call, so every string put into a
  * returned value must be heap-allocated (wg_dup, wg_fmt); an import only borrows its arguments
- * (wg_str is enough).
+ * (wg_str is enough), and what it returns is yours to free.
+ *
+ * The pre-hook and post-hook are lent a handle (plugin_borrow_request_t,
+ * plugin_borrow_outcome_t), read with the `exchange` imports: wg_request_get / wg_outcome_get
+ * copy the whole value, wasmgate_plugin_exchange_method_request_model and its siblings one part.
+ * The bindings must be generated with `wit-bindgen c --autodrop-borrows yes` (the gateway's
+ * build does), so the handle is released after the hook returns.
  *
  * Formatting: wg_fmt, wg_log and wg_fail take printf-style formats with %s, %d, %u and %% only
  * (wasi-libc's printf family would pull in its stdio, and with it WASI imports and ~10 KB).
@@ -23,8 +29,28 @@
 
 #include "plugin.h"
 
+typedef wasmgate_plugin_types_chat_request_t wg_request_t;
 typedef wasmgate_plugin_types_chat_response_t wg_response_t;
 typedef wasmgate_plugin_types_gateway_error_t wg_error_t;
+typedef wasmgate_plugin_types_post_outcome_t wg_outcome_t;
+
+/* A copy of the whole lent request into `out` (free it with wg_request_free). */
+static inline void wg_request_get(plugin_borrow_request_t req, wg_request_t *out) {
+  wasmgate_plugin_exchange_method_request_get(req, out);
+}
+
+static inline void wg_request_free(wg_request_t *req) {
+  wasmgate_plugin_types_chat_request_free(req);
+}
+
+/* A copy of the whole lent outcome into `out` (free it with wg_outcome_free). */
+static inline void wg_outcome_get(plugin_borrow_outcome_t outcome, wg_outcome_t *out) {
+  wasmgate_plugin_exchange_method_outcome_get(outcome, out);
+}
+
+static inline void wg_outcome_free(wg_outcome_t *outcome) {
+  wasmgate_plugin_types_post_outcome_free(outcome);
+}
 
 /* A borrowed string view of a C string (for import arguments). */
 static inline plugin_string_t wg_str(const char *s) {

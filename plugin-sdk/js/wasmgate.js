@@ -31,10 +31,10 @@
 // gateway handles it by the plugin's failure policy and names the plugin. Any other exception is
 // a bug: the instance traps and the gateway discards it, as it does for a Rust panic.
 
-import { log as hostLog } from 'wasmgate:plugin/logging@0.4.0';
-import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.4.0';
-import * as context from 'wasmgate:plugin/context@0.4.0';
-import * as kv from 'wasmgate:plugin/kv@0.4.0';
+import { log as hostLog } from 'wasmgate:plugin/logging@0.5.0';
+import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.5.0';
+import * as context from 'wasmgate:plugin/context@0.5.0';
+import * as kv from 'wasmgate:plugin/kv@0.5.0';
 
 /** A plugin failure with a message: the hook returns the world's `err`. */
 export class PluginError extends Error {
@@ -51,7 +51,10 @@ export class PluginError extends Error {
  * Pre-hook: go on. `Continue()` keeps the request exactly as received, the cheapest answer
  * (nothing is copied back to the gateway); `Continue(req)` goes on with an edited request.
  */
-export const Continue = (req) => (req === undefined ? { tag: 'pass' } : { tag: 'continue', val: req });
+export const Continue = (req) => {
+  if (req === undefined) return { tag: 'pass' };
+  return { tag: 'continue', val: req instanceof Request ? req.toRequest() : req };
+};
 /** Pre-hook: skip the provider and answer with this response. */
 export const Respond = (resp) => ({ tag: 'respond', val: resp });
 /** Pre-hook: skip the provider and fail with this `error(...)`. */
@@ -91,6 +94,106 @@ export function RespondHttp(status, body, headers = []) {
     headers.push(['content-type', 'application/json']);
   }
   return { tag: 'respond', val: { status, headers, body: bytes(body) } };
+}
+
+// ---- what a hook is lent --------------------------------------------------------------------
+
+const REQUEST_FIELDS = [
+  'provider', 'model', 'messages', 'temperature', 'topP', 'maxTokens', 'stream', 'user',
+  'fallbacks', 'extra',
+];
+
+/**
+ * The request a pre-hook is lent, as the plugins before this one left it. Its fields are those
+ * of the world's `chat-request` (`provider`, `model`, `messages`, `temperature`, `topP`,
+ * `maxTokens`, `stream`, `user`, `fallbacks`, `extra`); each is copied from the gateway the
+ * first time it is read, so a hook pays only for what it reads. To edit the request, assign its
+ * fields (or change a message in `req.messages`) and return `Continue(req)`.
+ */
+export class Request {
+  constructor(handle) {
+    this._handle = handle;
+    this._values = {};
+  }
+  /** The number of messages, without copying them. */
+  messageCount() {
+    return 'messages' in this._values ? this._values.messages.length : this._handle.messageCount();
+  }
+  /** The text of the last `user` message, or undefined; only that text is copied. */
+  lastUserText() {
+    if ('messages' in this._values) return lastUserText(this._values);
+    return this._handle.lastUserText();
+  }
+  /** The whole request as a plain `chat-request` object, with the changes made to this one. */
+  toRequest() {
+    return { ...this._handle.get(), ...this._values };
+  }
+}
+for (const name of REQUEST_FIELDS) {
+  Object.defineProperty(Request.prototype, name, {
+    get() {
+      if (!(name in this._values)) this._values[name] = this._handle[name]();
+      return this._values[name];
+    },
+    set(value) {
+      this._values[name] = value;
+    },
+  });
+}
+
+/**
+ * The outcome a post-hook is lent: a response or an error, as the post-hooks before this one
+ * left it. The cheap reads copy only what they return: `isError`, `status`, `usage`, `model`,
+ * `text`, `finishReason`, `error`. `tag` is 'response' or 'error' and `val` the whole response
+ * or error (copied on first read): change `val` and return the outcome, or return
+ * `Response(..)` / `Failed(..)`, to go on with a change.
+ */
+export class Outcome {
+  constructor(handle) {
+    this._handle = handle;
+    this._whole = undefined;
+  }
+  /** Whether the outcome is an error. */
+  get isError() {
+    return this._whole === undefined ? this._handle.isError() : this._whole.tag === 'error';
+  }
+  /** 'response' or 'error'. */
+  get tag() {
+    return this.isError ? 'error' : 'response';
+  }
+  /** The whole response or error. */
+  get val() {
+    return this.toOutcome().val;
+  }
+  /** The HTTP status the client would get: 200 for a response, the error's otherwise. */
+  get status() {
+    return this._handle.status();
+  }
+  /** The response's token usage; undefined for an error or when unknown. */
+  get usage() {
+    return this._handle.usage();
+  }
+  /** The model that answered; undefined for an error. */
+  get model() {
+    return this._handle.model();
+  }
+  /** The text of the response's first choice; undefined for an error or without text. */
+  get text() {
+    return this._handle.text();
+  }
+  /** Why the response's first choice stopped; undefined for an error or when unknown. */
+  get finishReason() {
+    return this._handle.finishReason();
+  }
+  /** The error; undefined for a response. */
+  get error() {
+    return this._handle.error();
+  }
+  /** The whole outcome, `{ tag, val }`, as `Response(..)` or `Failed(..)` would make it. */
+  toOutcome() {
+    if (this._whole === undefined) this._whole = this._handle.get();
+    return this._whole;
+  }
 }
 
 /** The outcome's response when it is one (post-hook), else undefined. */
@@ -134,6 +237,7 @@ export function assistantText(provider, model, content) {
 
 /** The text of the request's last `user` message, or undefined. */
 export function lastUserText(req) {
+  if (req instanceof Request) return req.lastUserText();
   for (let i = req.messages.length - 1; i >= 0; i--) {
     if (req.messages[i].role === 'user') return req.messages[i].content;
   }
@@ -296,13 +400,17 @@ export class Plugin {
   transportInterceptor(ctx, req) {
     return Pass();
   }
-  /** Before the provider. Return `Continue()`, `Continue(req)`, `Respond(..)` or `Fail(..)`. */
+  /**
+   * Before the provider, with the lent `Request`. Return `Continue()`, `Continue(req)`,
+   * `Respond(..)` or `Fail(..)`.
+   */
   preHook(ctx, req) {
     return Continue();
   }
   /**
-   * After the provider, in reverse order. Return `Keep()` (or nothing) to hand the outcome on
-   * unchanged, else the outcome to go on with (`outcome` edited, `Response(..)`, `Failed(..)`).
+   * After the provider, in reverse order, with the lent `Outcome`. Return `Keep()` (or nothing)
+   * to hand the outcome on unchanged, else the outcome to go on with (`outcome` edited,
+   * `Response(..)`, `Failed(..)`).
    */
   postHook(ctx, outcome) {
     return Keep();
@@ -364,8 +472,11 @@ export function exportPlugin(cls) {
       plugin = new cls(config);
     }),
     transportInterceptor: guard((req) => instance().transportInterceptor(ctx, req)),
-    preHook: guard((req) => instance().preHook(ctx, req)),
-    postHook: guard((outcome) => instance().postHook(ctx, outcome)),
+    preHook: guard((req) => instance().preHook(ctx, new Request(req))),
+    postHook: guard((outcome) => {
+      const result = instance().postHook(ctx, new Outcome(outcome));
+      return result instanceof Outcome ? result.toOutcome() : result;
+    }),
     streamChunk: guard((chunk) => instance().streamChunk(ctx, chunk)),
     onError: guard((err) => instance().onError(ctx, err)),
     cleanup: guard(() => {

@@ -8,9 +8,10 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 pub use crate::bindings::Guest;
+use crate::bindings::wasmgate::plugin::exchange;
 use crate::{
-    ChatRequest, ChunkOutcome, Ctx, GatewayError, Hooks, HttpRequest, Plugin, PostOutcome,
-    PreOutcome, Result, StreamChunk,
+    ChunkOutcome, Ctx, GatewayError, Hooks, HttpRequest, Outcome, Plugin, PostOutcome, PreOutcome,
+    Request, Result, StreamChunk,
 };
 use crate::{TransportOutcome, bindings};
 
@@ -65,16 +66,20 @@ pub fn transport_interceptor<T: Plugin>(
 }
 
 /// `pre-hook` export.
-pub fn pre_hook<T: Plugin>(slot: &'static Slot<T>, req: ChatRequest) -> Result<PreOutcome> {
-    with_plugin(slot, "pre-hook", |p, ctx| p.pre_hook(ctx, req))
+pub fn pre_hook<T: Plugin>(slot: &'static Slot<T>, req: &exchange::Request) -> Result<PreOutcome> {
+    with_plugin(slot, "pre-hook", |p, ctx| {
+        p.pre_hook(ctx, &Request::new(req))
+    })
 }
 
 /// `post-hook` export.
 pub fn post_hook<T: Plugin>(
     slot: &'static Slot<T>,
-    outcome: PostOutcome,
+    outcome: &exchange::Outcome,
 ) -> Result<Option<PostOutcome>> {
-    with_plugin(slot, "post-hook", |p, ctx| p.post_hook(ctx, outcome))
+    with_plugin(slot, "post-hook", |p, ctx| {
+        p.post_hook(ctx, &Outcome::new(outcome))
+    })
 }
 
 /// `stream-chunk` export.

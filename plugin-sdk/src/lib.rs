@@ -9,7 +9,7 @@
 //! A complete plugin that rejects requests without a valid API key:
 //!
 //! ```
-//! use wasmgate_sdk::{ChatRequest, Ctx, GatewayError, Plugin, PreOutcome, Result};
+//! use wasmgate_sdk::{Ctx, GatewayError, Plugin, PreOutcome, Request, Result};
 //!
 //! /// Rejects requests whose `x-api-key` header is not one of `keys`.
 //! #[derive(serde::Deserialize)]
@@ -24,7 +24,7 @@
 //!         wasmgate_sdk::parse_config(config)
 //!     }
 //!
-//!     fn pre_hook(&mut self, ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
+//!     fn pre_hook(&mut self, ctx: &Ctx, _req: &Request<'_>) -> Result<PreOutcome> {
 //!         match ctx.header("x-api-key") {
 //!             Some(key) if self.keys.contains(&key) => Ok(PreOutcome::Pass),
 //!             _ => Ok(PreOutcome::Fail(
@@ -36,6 +36,8 @@
 //! ```
 //!
 //! What the SDK provides:
+//! - [`Request`] and [`Outcome`], the request a pre-hook and the outcome a post-hook are lent:
+//!   each part is copied from the gateway only when the hook reads it;
 //! - the data types of the world ([`ChatRequest`], [`ChatResponse`], [`GatewayError`], the
 //!   outcome enums, ...), all `Clone + PartialEq + serde::Serialize + serde::Deserialize`, with
 //!   small helpers ([`GatewayError::new`], [`ChatRequest::last_user_text`],
@@ -70,12 +72,14 @@ mod ctx;
 #[doc(hidden)]
 pub mod export;
 pub mod kv;
+mod lent;
 pub mod logging;
 mod plugin;
 mod types;
 
 pub use config::{config_error, parse_config};
 pub use ctx::Ctx;
+pub use lent::{Outcome, Request};
 pub use plugin::Plugin;
 pub use types::{
     ChatRequest, ChatResponse, Choice, ChunkOutcome, GatewayError, Headers, Hooks, HttpRequest,

@@ -1,8 +1,8 @@
 //! The [`Plugin`] trait: the one thing a plugin author implements.
 
 use crate::{
-    ChatRequest, ChunkOutcome, Ctx, GatewayError, HttpRequest, PostOutcome, PreOutcome, Result,
-    StreamChunk, TransportOutcome,
+    ChunkOutcome, Ctx, GatewayError, HttpRequest, Outcome, PostOutcome, PreOutcome, Request,
+    Result, StreamChunk, TransportOutcome,
 };
 
 /// A gateway plugin: its constructor and the hooks it takes part in.
@@ -49,6 +49,10 @@ pub trait Plugin: Sized + 'static {
 
     /// Runs before the provider is called, in plugin order.
     ///
+    /// `req` is lent: read the parts the hook needs ([`Request::model`],
+    /// [`Request::messages`], ...); each is copied from the gateway on first read, and a hook
+    /// that reads nothing copies nothing.
+    ///
     /// Return [`PreOutcome::Pass`] to go on with the request unchanged (the cheapest answer:
     /// nothing is copied back to the gateway), [`PreOutcome::Continue`] with an edited request,
     /// [`PreOutcome::Respond`] to answer without calling the provider, or [`PreOutcome::Fail`] to
@@ -56,7 +60,7 @@ pub trait Plugin: Sized + 'static {
     /// this one included, still see the outcome.
     ///
     /// Default: `Pass`.
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         let _ = (ctx, req);
         Ok(PreOutcome::Pass)
     }
@@ -64,12 +68,15 @@ pub trait Plugin: Sized + 'static {
     /// Runs after the provider (or a short-circuit), in exact reverse order of the pre-hooks, and
     /// only for plugins whose pre-hook ran.
     ///
+    /// `outcome` is lent: read what the hook needs ([`Outcome::is_error`],
+    /// [`Outcome::usage`], ...), or take a copy of the whole with [`Outcome::to_outcome`].
+    ///
     /// Return `None` to hand the outcome on exactly as received (the cheapest answer: nothing is
     /// copied back to the gateway), or `Some` outcome to go on with: a response may be changed or
     /// turned into an error, an error may be changed or recovered into a response.
     ///
     /// Default: `None`.
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         let _ = (ctx, outcome);
         Ok(None)
     }

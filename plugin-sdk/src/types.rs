@@ -92,11 +92,7 @@ impl Message {
 impl ChatRequest {
     /// The text of the last message whose role is `"user"`, if it has text.
     pub fn last_user_text(&self) -> Option<&str> {
-        self.messages
-            .iter()
-            .rev()
-            .find(|m| m.role == "user")
-            .and_then(|m| m.content.as_deref())
+        last_user_text(&self.messages)
     }
 
     /// A top-level field of the request body that has no typed field (from `extra`).
@@ -108,6 +104,15 @@ impl ChatRequest {
     pub fn set_extra(&mut self, key: &str, value: impl Serialize) -> Result<()> {
         set_extra(&mut self.extra, key, value)
     }
+}
+
+/// The text of the last message in `messages` whose role is `"user"`, if it has text.
+pub(crate) fn last_user_text(messages: &[Message]) -> Option<&str> {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .and_then(|m| m.content.as_deref())
 }
 
 impl ChatResponse {
@@ -199,7 +204,7 @@ fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 }
 
 /// Field `key` of the JSON object text `extra`; none when absent or `extra` is not an object.
-fn extra_field(extra: &str, key: &str) -> Option<Value> {
+pub(crate) fn extra_field(extra: &str, key: &str) -> Option<Value> {
     match serde_json::from_str::<Value>(extra) {
         Ok(Value::Object(mut map)) => map.remove(key),
         _ => None,

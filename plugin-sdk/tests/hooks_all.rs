@@ -6,8 +6,8 @@
 )]
 
 use wasmgate_sdk::{
-    ChatRequest, ChunkOutcome, Ctx, GatewayError, Hooks, HttpRequest, Plugin, PostOutcome,
-    PreOutcome, Result, StreamChunk, TransportOutcome,
+    ChunkOutcome, Ctx, GatewayError, Hooks, HttpRequest, Outcome, Plugin, PostOutcome, PreOutcome,
+    Request, Result, StreamChunk, TransportOutcome,
 };
 
 struct All;
@@ -23,11 +23,11 @@ impl wasmgate_sdk::Plugin for All {
     fn transport_interceptor(&mut self, _: &Ctx, _: HttpRequest) -> Result<TransportOutcome> {
         Ok(TransportOutcome::Pass)
     }
-    fn pre_hook(&mut self, _: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
-        Ok(PreOutcome::Continue(req))
+    fn pre_hook(&mut self, _: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
+        Ok(PreOutcome::Continue(req.to_request()))
     }
-    fn post_hook(&mut self, _: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
-        Ok(Some(outcome))
+    fn post_hook(&mut self, _: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
+        Ok(Some(outcome.to_outcome()))
     }
     fn stream_chunk(&mut self, _: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
         Ok(ChunkOutcome::Emit(chunk))

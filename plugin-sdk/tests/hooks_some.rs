@@ -7,7 +7,7 @@
     reason = "calls the generated `extern \"C\"` exports directly"
 )]
 
-use wasmgate_sdk::{ChatRequest, Ctx, Hooks, Plugin, PreOutcome, Result};
+use wasmgate_sdk::{Ctx, Hooks, Plugin, PreOutcome, Request, Result};
 
 struct Some;
 
@@ -20,8 +20,8 @@ impl Plugin for Some {
         Ok(Some)
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
-        Ok(PreOutcome::Continue(req))
+    fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
+        Ok(PreOutcome::Continue(req.to_request()))
     }
 
     fn cleanup(&mut self) -> Result<()> {

@@ -95,16 +95,16 @@ macro_rules! hostile_plugin {
             fn pre_hook(
                 &mut self,
                 ctx: &wasmgate_sdk::Ctx,
-                req: wasmgate_sdk::ChatRequest,
+                req: &wasmgate_sdk::Request<'_>,
             ) -> wasmgate_sdk::Result<wasmgate_sdk::PreOutcome> {
                 self.check($crate::common::Hook::Pre, Some(ctx));
-                Ok(wasmgate_sdk::PreOutcome::Continue(req))
+                Ok(wasmgate_sdk::PreOutcome::Continue(req.to_request()))
             }
 
             fn post_hook(
                 &mut self,
                 ctx: &wasmgate_sdk::Ctx,
-                outcome: wasmgate_sdk::PostOutcome,
+                outcome: &wasmgate_sdk::Outcome<'_>,
             ) -> wasmgate_sdk::Result<Option<wasmgate_sdk::PostOutcome>> {
                 self.check($crate::common::Hook::Post, Some(ctx));
                 let _ = outcome;

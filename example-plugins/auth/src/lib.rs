@@ -30,7 +30,7 @@
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use wasmgate_sdk::{ChatRequest, Ctx, GatewayError, Plugin, PreOutcome, Result, config_error};
+use wasmgate_sdk::{Ctx, GatewayError, Plugin, PreOutcome, Request, Result, config_error};
 
 /// The plugin's config.
 #[derive(Debug, Deserialize)]
@@ -186,7 +186,7 @@ impl Plugin for Auth {
         Auth::new(&config, &all_keys(&config)?)
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, _req: &Request<'_>) -> Result<PreOutcome> {
         match self.check(ctx.header(&self.header).as_deref()) {
             Ok(i) => {
                 ctx.set("auth.key", &i.to_string());

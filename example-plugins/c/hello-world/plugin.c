@@ -43,20 +43,25 @@ bool exports_plugin_transport_interceptor(plugin_http_request_t *req,
   return true;
 }
 
-bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *ret,
+bool exports_plugin_pre_hook(plugin_borrow_request_t req, plugin_pre_outcome_t *ret,
                              plugin_string_t *err) {
   char id[64], provider[64], model[128];
+  plugin_string_t p, m; /* only the two parts read are copied */
+  wasmgate_plugin_exchange_method_request_provider(req, &p);
+  wasmgate_plugin_exchange_method_request_model(req, &m);
   wg_log(INFO, "%s from pre-hook: request %s, %s/%s", greeting[0], wg_request_id(id, sizeof id),
-         wg_cstr(&req->provider, provider, sizeof provider),
-         wg_cstr(&req->model, model, sizeof model));
-  plugin_chat_request_free(req);
+         wg_cstr(&p, provider, sizeof provider), wg_cstr(&m, model, sizeof model));
+  plugin_string_free(&p);
+  plugin_string_free(&m);
   ret->tag = WASMGATE_PLUGIN_TYPES_PRE_OUTCOME_PASS; /* unchanged: nothing is copied back */
   return true;
 }
 
-bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_option_post_outcome_t *ret,
+bool exports_plugin_post_hook(plugin_borrow_outcome_t lent, plugin_option_post_outcome_t *ret,
                               plugin_string_t *err) {
   char id[64], a[128], b[256];
+  wg_outcome_t whole, *outcome = &whole;
+  wg_outcome_get(lent, &whole);
   wg_request_id(id, sizeof id);
   if (outcome->tag == WASMGATE_PLUGIN_TYPES_POST_OUTCOME_RESPONSE) {
     wg_log(INFO, "%s from post-hook: request %s, response from %s/%s", greeting[0], id,
@@ -66,7 +71,7 @@ bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_option_post
     wg_log(INFO, "%s from post-hook: request %s, error %u: %s", greeting[0], id,
            outcome->val.error.status, wg_cstr(&outcome->val.error.message, b, sizeof b));
   }
-  plugin_post_outcome_free(outcome);
+  wg_outcome_free(outcome);
   ret->is_some = false; /* unchanged: nothing is copied back */
   return true;
 }

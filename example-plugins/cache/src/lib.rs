@@ -27,8 +27,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wasmgate_sdk::serde_json::{self, Value};
 use wasmgate_sdk::{
-    ChatRequest, ChatResponse, Ctx, Plugin, PostOutcome, PreOutcome, Result, config_error, debug,
-    kv, warn,
+    ChatRequest, ChatResponse, Ctx, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result,
+    config_error, debug, kv, warn,
 };
 
 /// Field added to the `extra` of every response that passes through: `"hit"` or `"miss"`.
@@ -228,9 +228,11 @@ impl Plugin for Cache {
         })
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.pending = None;
-        let key = cache_key(&req);
+        // Nearly every field takes part in the key: one copy of the whole request is cheaper
+        // than reading them one by one.
+        let key = cache_key(&req.to_request());
         match kv::get_json::<ChatResponse>(&key) {
             Ok(Some(mut cached)) => {
                 ctx.set("cache.status", "hit");
@@ -249,12 +251,15 @@ impl Plugin for Cache {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         // A hit (our own answer, already marked) or an error: nothing to store.
         let Some(key) = self.pending.take() else {
             return Ok(None);
         };
-        let PostOutcome::Response(mut resp) = outcome else {
+        if outcome.is_error() {
+            return Ok(None);
+        }
+        let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
             return Ok(None);
         };
         let max = self.config.max_entry_bytes;

@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    ChatRequest, ChatResponse, ChunkOutcome, Ctx, GatewayError, Plugin, PostOutcome, PreOutcome,
-    Result, StreamChunk, config_error, info, warn,
+    ChatRequest, ChatResponse, ChunkOutcome, Ctx, GatewayError, Message, Outcome, Plugin,
+    PostOutcome, PreOutcome, Request, Result, StreamChunk, config_error, info, warn,
 };
 
 pub use filter::{Action, Filter, Found};
@@ -175,15 +175,19 @@ impl ContentFilter {
         })
     }
 
-    /// Filters the prompt: `Ok(n)` with the number of messages redacted, or the index of the
-    /// first message that matched and what matched, to reject.
-    pub fn filter_prompt(&self, req: &mut ChatRequest) -> core::result::Result<usize, Rejected> {
-        let mut redacted = 0;
-        for (i, message) in req.messages.iter_mut().enumerate() {
+    /// Filters the prompt without copying it: `Ok` with the new text of each redacted message
+    /// (by index; empty when nothing matched), or the index of the first message that matched
+    /// and what matched, to reject.
+    pub fn filter_prompt(
+        &self,
+        messages: &[Message],
+    ) -> core::result::Result<Vec<(usize, String)>, Rejected> {
+        let mut redacted = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
             if !self.roles.contains(&message.role) {
                 continue;
             }
-            let Some(text) = message.content.as_mut() else {
+            let Some(text) = message.content.as_deref() else {
                 continue;
             };
             match self.filter.action() {
@@ -199,8 +203,7 @@ impl ContentFilter {
                 Action::Redact(replacement) => {
                     let new = self.filter.redact(text, replacement);
                     if let std::borrow::Cow::Owned(new) = new {
-                        *text = new;
-                        redacted += 1;
+                        redacted.push((i, new));
                     }
                 }
             }
@@ -341,17 +344,20 @@ impl Plugin for ContentFilter {
         Ok(plugin)
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, mut req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.windows.clear();
         self.streamed = false;
         if !self.scope.prompts() {
             return Ok(PreOutcome::Pass);
         }
-        match self.filter_prompt(&mut req) {
-            Ok(0) => Ok(PreOutcome::Pass),
-            Ok(n) => {
-                info!("redacted banned content in {n} prompt message(s)");
-                Ok(PreOutcome::Continue(req))
+        match self.filter_prompt(req.messages()) {
+            Ok(redacted) if redacted.is_empty() => Ok(PreOutcome::Pass),
+            Ok(redacted) => {
+                info!(
+                    "redacted banned content in {} prompt message(s)",
+                    redacted.len()
+                );
+                Ok(PreOutcome::Continue(redact(req.to_request(), redacted)))
             }
             Err(rejected) => {
                 warn!(
@@ -363,7 +369,7 @@ impl Plugin for ContentFilter {
         }
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         if self.streamed {
             if self.stranded() {
                 warn!(
@@ -373,12 +379,12 @@ impl Plugin for ContentFilter {
             self.windows.clear();
             return Ok(None);
         }
-        let PostOutcome::Response(mut resp) = outcome else {
-            return Ok(None);
-        };
-        if !self.scope.completions() {
+        if outcome.is_error() || !self.scope.completions() {
             return Ok(None);
         }
+        let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
+            return Ok(None);
+        };
         match self.filter_completion(&mut resp) {
             // Nothing matched: the response goes on unchanged (nothing copied back).
             Ok(0) => Ok(None),
@@ -409,6 +415,17 @@ impl Plugin for ContentFilter {
             }
         }
     }
+}
+
+/// `req` with the redacted messages' text replaced (`redacted` from
+/// [`ContentFilter::filter_prompt`] on its messages).
+pub fn redact(mut req: ChatRequest, redacted: Vec<(usize, String)>) -> ChatRequest {
+    for (i, text) in redacted {
+        if let Some(message) = req.messages.get_mut(i) {
+            message.content = Some(text);
+        }
+    }
+    req
 }
 
 #[cfg(test)]
@@ -486,12 +503,12 @@ mod tests {
     #[test]
     fn prompts_are_rejected_with_the_message_index_but_not_the_text() {
         let p = plugin(r#"{"patterns": ["damn"]}"#);
-        let mut req = request(vec![
+        let messages = vec![
             Message::system("be nice"),
             Message::assistant("damn (assistant messages are not scanned)"),
             Message::user("well DAMN"),
-        ]);
-        let rejected = p.filter_prompt(&mut req).unwrap_err();
+        ];
+        let rejected = p.filter_prompt(&messages).unwrap_err();
         assert_eq!((rejected.index, rejected.role.as_str()), (2, "user"));
         let e = rejected.prompt_error();
         assert_eq!((e.status, e.code.as_deref()), (400, Some(CODE)));
@@ -502,12 +519,14 @@ mod tests {
     #[test]
     fn prompts_are_redacted_in_the_configured_roles() {
         let p = plugin(r#"{"patterns": ["damn"], "action": "redact", "replacement": "***"}"#);
-        let mut req = request(vec![
+        let req = request(vec![
             Message::system("no damn swearing"),
             Message::assistant("damn"),
             Message::user("clean"),
         ]);
-        assert_eq!(p.filter_prompt(&mut req), Ok(1));
+        let redacted = p.filter_prompt(&req.messages).unwrap();
+        assert_eq!(redacted, [(0, "no *** swearing".to_owned())]);
+        let req = redact(req, redacted);
         assert_eq!(req.messages[0].content.as_deref(), Some("no *** swearing"));
         assert_eq!(req.messages[1].content.as_deref(), Some("damn"));
     }

@@ -40,7 +40,7 @@ pub mod config;
 
 use serde::Serialize;
 use wasmgate_sdk::{
-    ChatRequest, Ctx, GatewayError, Plugin, PostOutcome, PreOutcome, Result, info, kv,
+    Ctx, GatewayError, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result, info, kv,
 };
 
 use budget::{Period, Refusal, Used};
@@ -197,7 +197,7 @@ impl Plugin for Governance {
         })
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.pending = None;
         let header = &self.config.header;
         let key = ctx
@@ -216,7 +216,7 @@ impl Plugin for Governance {
             tokens: read(&period.tokens_key(&key)),
             spend_nanos: read(&period.spend_key(&key)),
         };
-        let target = format!("{}/{}", req.provider, req.model);
+        let target = req.target();
         let price = self.config.price(&target);
         if let Err(refusal) = budget::check(budget, used, &target, price, self.config.unpriced) {
             let error = refusal_error(&refusal, budget.name.as_deref(), period.reset_seconds());
@@ -231,21 +231,21 @@ impl Plugin for Governance {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         // Refused, untracked, or an error: nothing was spent upstream.
         let Some(pending) = self.pending.take() else {
             return Ok(None);
         };
-        let PostOutcome::Response(mut resp) = outcome else {
+        if outcome.is_error() {
             return Ok(None);
-        };
+        }
         let Some(budget) = self.config.keys.get(&pending.key) else {
             return Ok(None);
         };
         let later = ctx.get(SHORT_CIRCUIT);
         let paid =
             !answered_by_later_plugin(pending.short_circuit_before.as_deref(), later.as_deref());
-        let (tokens, cost) = match (&resp.usage, paid) {
+        let (tokens, cost) = match (outcome.usage(), paid) {
             (Some(usage), true) => {
                 let target = ctx.get(TARGET).unwrap_or(pending.target);
                 let cost = self.config.price(&target).map_or(0, |price| {
@@ -258,7 +258,13 @@ impl Plugin for Governance {
         let period = Period::at(wasmgate_sdk::now_ms(), self.config.period_seconds);
         let tokens_used = add(&period.tokens_key(&pending.key), tokens, &period);
         let spend_nanos = add(&period.spend_key(&pending.key), cost, &period);
-        if self.config.report {
+        if !self.config.report {
+            return Ok(None);
+        }
+        let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
+            return Ok(None);
+        };
+        {
             let report = Report {
                 name: budget.name.clone(),
                 tokens_used,

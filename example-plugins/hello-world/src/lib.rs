@@ -17,8 +17,8 @@
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    ChatRequest, ChunkOutcome, Ctx, GatewayError, HttpRequest, Plugin, PostOutcome, PreOutcome,
-    Result, StreamChunk, TransportOutcome, info,
+    ChunkOutcome, Ctx, GatewayError, HttpRequest, Outcome, Plugin, PostOutcome, PreOutcome,
+    Request, Result, StreamChunk, TransportOutcome, info,
 };
 
 /// The plugin's config.
@@ -57,30 +57,28 @@ impl Plugin for HelloWorld {
         Ok(TransportOutcome::Pass)
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         let id = ctx.request_id();
         info!(
-            "{} from pre-hook: request {id}, {}/{}",
-            self.greeting, req.provider, req.model
+            "{} from pre-hook: request {id}, {}",
+            self.greeting,
+            req.target()
         );
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         let id = ctx.request_id();
-        match &outcome {
-            PostOutcome::Response(r) => {
-                info!(
-                    "{} from post-hook: request {id}, response from {}/{}",
-                    self.greeting, r.provider, r.model
-                )
-            }
-            PostOutcome::Error(e) => {
-                info!(
-                    "{} from post-hook: request {id}, error {}: {}",
-                    self.greeting, e.status, e.message
-                )
-            }
+        match outcome.error() {
+            None => info!(
+                "{} from post-hook: request {id}, response from {}",
+                self.greeting,
+                outcome.model().unwrap_or_default()
+            ),
+            Some(e) => info!(
+                "{} from post-hook: request {id}, error {}: {}",
+                self.greeting, e.status, e.message
+            ),
         }
         // Only looked: the outcome goes on unchanged, nothing copied back.
         Ok(None)

@@ -33,7 +33,10 @@ mod record;
 
 use serde::Deserialize;
 use wasmgate_sdk::serde_json::Value;
-use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result, config_error, info};
+use wasmgate_sdk::{
+    Ctx, GatewayError, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result, Usage,
+    config_error, info,
+};
 
 pub use record::{Format, Record, truncate};
 
@@ -149,13 +152,52 @@ fn number_or_text(text: &str) -> Value {
         .map_or_else(|_| Value::from(text), Value::from)
 }
 
+/// What the post-hook read of the outcome: only the parts a log line shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// A response.
+    Response {
+        /// Why its first choice stopped.
+        finish_reason: Option<String>,
+        /// Its token accounting.
+        usage: Option<Usage>,
+        /// The text of its first choice (only read with `include_bodies`).
+        text: Option<String>,
+    },
+    /// An error.
+    Error(GatewayError),
+}
+
+impl Ended {
+    /// Reads what a line needs from the lent `outcome` (the completion text only when
+    /// `bodies`): a response is never copied whole.
+    pub fn read(outcome: &Outcome<'_>, bodies: bool) -> Self {
+        match outcome.error() {
+            Some(e) => Ended::Error(e),
+            None => Ended::Response {
+                finish_reason: outcome.finish_reason(),
+                usage: outcome.usage(),
+                text: if bodies { outcome.text() } else { None },
+            },
+        }
+    }
+}
+
+impl From<&PostOutcome> for Ended {
+    fn from(outcome: &PostOutcome) -> Self {
+        match outcome {
+            PostOutcome::Response(r) => Ended::Response {
+                finish_reason: r.choices.first().and_then(|c| c.finish_reason.clone()),
+                usage: r.usage,
+                text: r.text().map(str::to_owned),
+            },
+            PostOutcome::Error(e) => Ended::Error(e.clone()),
+        }
+    }
+}
+
 /// The log record of one attempt.
-pub fn record(
-    config: &Config,
-    seen: Option<&Seen>,
-    gw: &GatewayValues,
-    outcome: &PostOutcome,
-) -> Record {
+pub fn record(config: &Config, seen: Option<&Seen>, gw: &GatewayValues, ended: &Ended) -> Record {
     let body = |text: &str| truncate(text, config.max_body_chars);
     let mut r = Record::default();
     r.field("request_id", gw.request_id.as_str())
@@ -164,11 +206,11 @@ pub fn record(
         .opt("target", gw.target.as_deref())
         .opt("attempt", gw.attempt.as_deref().map(number_or_text))
         .opt("stream", seen.map(|s| s.stream));
-    match outcome {
-        PostOutcome::Response(_) => {
+    match ended {
+        Ended::Response { .. } => {
             r.field("status", "ok").field("http_status", 200);
         }
-        PostOutcome::Error(e) => {
+        Ended::Error(e) => {
             r.field("status", "error")
                 .field("http_status", e.status)
                 .opt("error_type", e.kind.as_deref())
@@ -176,18 +218,14 @@ pub fn record(
         }
     }
     r.opt("short_circuit", gw.short_circuit.as_deref());
-    if let PostOutcome::Response(resp) = outcome {
-        r.opt(
-            "finish_reason",
-            resp.choices
-                .first()
-                .and_then(|c| c.finish_reason.as_deref()),
-        );
+    if let Ended::Response { finish_reason, .. } = ended {
+        r.opt("finish_reason", finish_reason.as_deref());
     }
     let started = gw.started_ms.as_deref().and_then(|s| s.parse::<u64>().ok());
     r.opt("latency_ms", started.map(|t| gw.now_ms.saturating_sub(t)));
-    if let PostOutcome::Response(resp) = outcome
-        && let Some(usage) = resp.usage
+    if let Ended::Response {
+        usage: Some(usage), ..
+    } = ended
     {
         r.field("prompt_tokens", usage.prompt_tokens)
             .field("completion_tokens", usage.completion_tokens)
@@ -195,11 +233,11 @@ pub fn record(
     }
     if config.include_bodies {
         r.opt("prompt", seen.and_then(|s| s.prompt.as_deref()).map(body));
-        match outcome {
-            PostOutcome::Response(resp) => {
-                r.opt("completion", resp.text().map(body));
+        match ended {
+            Ended::Response { text, .. } => {
+                r.opt("completion", text.as_deref().map(body));
             }
-            PostOutcome::Error(e) => {
+            Ended::Error(e) => {
                 r.field("error_message", body(&e.message));
             }
         }
@@ -244,34 +282,38 @@ impl Plugin for Logging {
         })
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.seen = Some(Seen {
-            model: format!("{}/{}", req.provider, req.model),
-            stream: req.stream,
-            prompt: self
-                .config
-                .include_bodies
-                .then(|| req.last_user_text().map(str::to_owned))
-                .flatten(),
+            model: req.target(),
+            stream: req.stream(),
+            prompt: if self.config.include_bodies {
+                req.last_user_text()
+            } else {
+                None
+            },
         });
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         let seen = self.seen.take();
         let gw = GatewayValues::read(ctx);
-        let line = record(&self.config, seen.as_ref(), &gw, &outcome).write(self.config.format);
+        let ended = Ended::read(outcome, self.config.include_bodies);
+        let line = record(&self.config, seen.as_ref(), &gw, &ended).write(self.config.format);
         info!("{line}");
         // Unless configured to annotate it, the outcome goes on unchanged (nothing copied back).
-        Ok(match outcome {
-            PostOutcome::Response(mut resp) => match &self.config.response_field {
-                Some(field) => {
-                    resp.set_extra(field, &line)?;
-                    Some(PostOutcome::Response(resp))
-                }
+        Ok(match ended {
+            Ended::Response { .. } => match &self.config.response_field {
+                Some(field) => match outcome.to_outcome() {
+                    PostOutcome::Response(mut resp) => {
+                        resp.set_extra(field, &line)?;
+                        Some(PostOutcome::Response(resp))
+                    }
+                    PostOutcome::Error(_) => None,
+                },
                 None => None,
             },
-            PostOutcome::Error(err) => self
+            Ended::Error(err) => self
                 .config
                 .error_header
                 .as_ref()
@@ -354,7 +396,8 @@ mod tests {
 
     #[test]
     fn a_response_line_has_tokens_latency_and_no_bodies_by_default() {
-        let line = record(&config("{}"), Some(&seen()), &gw(), &response()).write(Format::Json);
+        let line =
+            record(&config("{}"), Some(&seen()), &gw(), &(&response()).into()).write(Format::Json);
         assert_eq!(
             line,
             r#"{"request_id":"req-1","chain":"logging,cache","model":"mock/echo","target":"mock/echo","attempt":0,"stream":false,"status":"ok","http_status":200,"finish_reason":"stop","latency_ms":42,"prompt_tokens":6,"completion_tokens":3,"total_tokens":9}"#
@@ -370,13 +413,8 @@ mod tests {
         let mut values = gw();
         values.target = None;
         values.short_circuit = Some("auth".into());
-        let line = record(
-            &config("{}"),
-            Some(&seen()),
-            &values,
-            &PostOutcome::Error(err),
-        )
-        .write(Format::Kv);
+        let line =
+            record(&config("{}"), Some(&seen()), &values, &Ended::Error(err)).write(Format::Kv);
         assert_eq!(
             line,
             "request_id=req-1 chain=logging,cache model=mock/echo attempt=0 stream=false \
@@ -388,10 +426,10 @@ mod tests {
     #[test]
     fn bodies_are_included_on_request_and_truncated() {
         let c = config(r#"{"include_bodies": true, "max_body_chars": 8}"#);
-        let r = record(&c, Some(&seen()), &gw(), &response());
+        let r = record(&c, Some(&seen()), &gw(), &(&response()).into());
         assert_eq!(r.get("prompt"), Some(&Value::from("a secret…")));
         assert_eq!(r.get("completion"), Some(&Value::from("echo: a …")));
-        let err = PostOutcome::Error(GatewayError::new(503, "upstream unavailable"));
+        let err = Ended::Error(GatewayError::new(503, "upstream unavailable"));
         let r = record(&c, None, &gw(), &err);
         assert_eq!(r.get("error_message"), Some(&Value::from("upstream…")));
         assert_eq!(r.get("model"), None);

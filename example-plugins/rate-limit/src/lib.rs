@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use wasmgate_sdk::{
-    ChatRequest, Ctx, GatewayError, Plugin, PostOutcome, PreOutcome, Result, info, kv,
+    Ctx, GatewayError, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result, info, kv,
 };
 
 pub use config::Settings;
@@ -172,13 +172,13 @@ impl Plugin for RateLimit {
         })
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.pending = None;
         let header = |name: &str| ctx.header(name);
         let keys = RequestKeys {
-            provider: &req.provider,
-            model: &req.model,
-            user: req.user.as_deref(),
+            provider: req.provider(),
+            model: req.model(),
+            user: req.user(),
             header: &header,
         };
         match limiter::admit(&self.settings, &mut Kv, wasmgate_sdk::now_ms(), &keys) {
@@ -191,20 +191,20 @@ impl Plugin for RateLimit {
             }
             Err(rejection) => {
                 let error = rejection_error(&rejection);
-                info!("{}/{} rejected: {}", req.provider, req.model, error.message);
+                info!("{} rejected: {}", req.target(), error.message);
                 Ok(PreOutcome::Fail(error))
             }
         }
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         // Rejected by this plugin, or an error: no tokens were spent upstream.
         let Some(pending) = self.pending.take() else {
             return Ok(None);
         };
-        let PostOutcome::Response(mut resp) = outcome else {
+        if outcome.is_error() {
             return Ok(None);
-        };
+        }
         let later = ctx.get(SHORT_CIRCUIT);
         let tokens = if answered_by_later_plugin(
             pending.short_circuit_before.as_deref(),
@@ -212,7 +212,7 @@ impl Plugin for RateLimit {
         ) {
             0
         } else {
-            resp.usage.as_ref().map_or(0, |u| u64::from(u.total_tokens))
+            outcome.usage().map_or(0, |u| u64::from(u.total_tokens))
         };
         let statuses = limiter::charge(
             &self.settings,
@@ -225,6 +225,9 @@ impl Plugin for RateLimit {
             return Ok(None);
         }
         let report: BTreeMap<_, _> = statuses.into_iter().collect();
+        let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
+            return Ok(None);
+        };
         resp.set_extra(REPORT_FIELD, report)?;
         Ok(Some(PostOutcome::Response(resp)))
     }

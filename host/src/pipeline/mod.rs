@@ -564,8 +564,10 @@ impl Pipeline {
     async fn pre_stage(
         &self,
         session: &mut Session,
-        mut req: ChatRequest,
+        req: ChatRequest,
     ) -> (Vec<usize>, Result<ChatRequest, Outcome>) {
+        // Shared with the hooks it is lent to, never copied for them.
+        let mut req = Arc::new(req);
         let mut ran = Vec::with_capacity(session.chain.links.len());
         let mut start = 0;
         while start < session.chain.links.len() {
@@ -593,7 +595,7 @@ impl Pipeline {
                     }
                     Some(Ok(PreOutcome::Continue(next))) => {
                         ran.push(i);
-                        req = next;
+                        req = Arc::new(next);
                         continue;
                     }
                     Some(Ok(PreOutcome::Respond(response))) => {
@@ -624,16 +626,14 @@ impl Pipeline {
                 return (ran, Err(short_circuit));
             }
         }
-        (ran, Ok(req))
+        // The last lent copy went with its hook call: this does not clone.
+        (ran, Ok(Arc::unwrap_or_clone(req)))
     }
 
     /// The post-hooks of the links in `ran`, in exact reverse order.
-    async fn post_stage(
-        &self,
-        session: &mut Session,
-        ran: &[usize],
-        mut outcome: Outcome,
-    ) -> Outcome {
+    async fn post_stage(&self, session: &mut Session, ran: &[usize], outcome: Outcome) -> Outcome {
+        // Shared with the hooks it is lent to, never copied for them.
+        let mut outcome = Arc::new(outcome);
         for &i in ran.iter().rev() {
             if !session.chain.links[i].hooks.post_hook {
                 continue;
@@ -644,17 +644,18 @@ impl Pipeline {
                 })
                 .await;
             match result {
-                Ok(Some(next)) => outcome = next,
+                Ok(Some(next)) => outcome = Arc::new(next),
                 // Handed on unchanged.
                 Ok(None) => {}
                 Err(failure) => {
                     if let Err(err) = apply_policy(&session.chain.links[i], &session.ctx, &failure)
                     {
-                        outcome = Err(err);
+                        outcome = Arc::new(Err(err));
                     }
                 }
             }
         }
-        outcome
+        // The last lent copy went with its hook call: this does not clone.
+        Arc::unwrap_or_clone(outcome)
     }
 }

@@ -6,6 +6,7 @@
 //! concurrent rewrites of one request have no meaningful merge.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -38,7 +39,7 @@ pub(super) fn group_end(chain: &Chain, start: usize) -> usize {
 /// dropped meanwhile, the task returns the instance to its pool itself.
 pub(super) async fn pre_hooks(
     session: &mut Session,
-    req: &ChatRequest,
+    req: &Arc<ChatRequest>,
     group: Range<usize>,
 ) -> Vec<(usize, Option<Result<PreOutcome, HookFailure>>)> {
     let mut results = Vec::with_capacity(group.len());
@@ -59,6 +60,8 @@ pub(super) async fn pre_hooks(
         tokio::spawn(async move {
             let result = plugin.pre_hook(&mut instance, &ctx, &input).await;
             let result = result.and_then(|outcome| read_only(plugin.name(), &input, outcome));
+            // Let go of the request before answering, so the stage gets it back unshared.
+            drop(input);
             if let Err((instance, _)) = tx.send((instance, result)) {
                 plugin.checkin(instance);
             }

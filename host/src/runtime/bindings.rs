@@ -22,14 +22,20 @@ mod generated {
             default: trappable,
         },
         exports: { default: async },
-        // Hooks are called with borrowed views of the gateway's values (`*Param<'a>`, lowered
-        // straight from them) and return owned ones (`*Result`): no copy of a request or a
-        // response is made just to hand it to a plugin.
+        // The request and outcome a hook is lent are the gateway's own values, read through
+        // these handles on demand (see `exchange.rs`).
+        with: {
+            "wasmgate:plugin/exchange.request": super::super::exchange::LentRequest,
+            "wasmgate:plugin/exchange.outcome": super::super::exchange::LentOutcome,
+        },
+        // Hooks that are handed a value (the transport interceptor, stream-chunk, on-error) get
+        // borrowed views of the gateway's values (`*Param<'a>`, lowered straight from them) and
+        // return owned ones (`*Result`); the pre- and post-hook are lent a handle instead.
         ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
-pub(crate) use generated::wasmgate::plugin::{clock, context, kv, logging, types};
+pub(crate) use generated::wasmgate::plugin::{clock, context, exchange, kv, logging, types};
 pub(crate) use generated::{Plugin, PluginPre};
 use types::Hooks;
 
@@ -55,35 +61,6 @@ fn parse_opt_extra(text: Option<&str>, what: impl Fn() -> String) -> Result<chat
     text.map_or_else(|| Ok(chat::Extra::new()), |t| parse_extra(t, what))
 }
 
-/// What a hook was given, to recognise the parts it hands back unchanged (most plugins change
-/// little): the `extra` text it got back byte for byte is not parsed again, the original's map
-/// is reused. `sent` is the WIT value the hook was called with, `original` the domain value it
-/// was made from.
-struct Given<'a, W, D> {
-    sent: &'a W,
-    original: &'a D,
-}
-
-// By hand: a derive would ask `W` and `D` to be `Copy`, and only the references are copied.
-impl<W, D> Clone for Given<'_, W, D> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<W, D> Copy for Given<'_, W, D> {}
-
-/// A returned `extra`: the original's when the text is the one sent, parsed otherwise.
-fn returned_extra(
-    text: Option<&str>,
-    given: Option<(Option<&str>, &chat::Extra)>,
-    what: impl Fn() -> String,
-) -> Result<chat::Extra, String> {
-    match given {
-        Some((sent, original)) if sent == text => Ok(original.clone()),
-        _ => parse_opt_extra(text, what),
-    }
-}
-
 impl From<Hooks> for HookSet {
     fn from(h: Hooks) -> Self {
         HookSet {
@@ -97,75 +74,52 @@ impl From<Hooks> for HookSet {
     }
 }
 
-/// The `extra` texts of a list of messages, written out only when some message has one (the
-/// usual message has none, and then nothing is allocated).
-fn message_extras<'a>(
-    messages: impl ExactSizeIterator<Item = &'a Message> + Clone,
-) -> Vec<Option<String>> {
-    if messages.clone().all(|m| m.extra.is_empty()) {
-        return Vec::new();
-    }
-    messages.map(|m| opt_extra_text(&m.extra)).collect()
-}
-
-/// A message lent to a hook; `extras[i]` is its `extra` text (see [`message_extras`]).
-fn message_param<'a>(
-    m: &'a Message,
-    extras: &'a [Option<String>],
-    i: usize,
-) -> types::MessageParam<'a> {
-    types::MessageParam {
-        role: &m.role,
-        content: m.content.as_deref(),
-        extra: extras.get(i).and_then(Option::as_deref),
+/// A domain message -> the WIT message a plugin reads.
+fn message_to_wit(m: &Message) -> types::Message {
+    types::Message {
+        role: m.role.clone(),
+        content: m.content.clone(),
+        extra: opt_extra_text(&m.extra),
     }
 }
 
-fn message_from_wit(
-    m: types::MessageResult,
-    given: Option<Given<'_, types::MessageParam<'_>, Message>>,
-    what: impl Fn() -> String,
-) -> Result<Message, String> {
-    let given = given.map(|g| (g.sent.extra, &g.original.extra));
+fn message_from_wit(m: types::Message, what: impl Fn() -> String) -> Result<Message, String> {
     Ok(Message {
-        extra: returned_extra(m.extra.as_deref(), given, what)?,
+        extra: parse_opt_extra(m.extra.as_deref(), what)?,
         role: m.role,
         content: m.content,
     })
 }
 
-/// Lends `r` to `f` as the WIT request a hook is called with. Its strings are borrowed, not
-/// copied; only the `extra` objects are written out, as JSON text.
-pub(crate) async fn with_request_wit<R>(
-    r: &ChatRequest,
-    f: impl AsyncFnOnce(&types::ChatRequestParam<'_>) -> R,
-) -> R {
-    let extra = extra_text(&r.extra);
-    let extras = message_extras(r.messages.iter());
-    let messages: Vec<_> = (r.messages.iter().enumerate())
-        .map(|(i, m)| message_param(m, &extras, i))
-        .collect();
-    let fallbacks: Vec<&str> = r.fallbacks.iter().map(String::as_str).collect();
-    let wit = types::ChatRequestParam {
-        provider: &r.provider,
-        model: &r.model,
-        messages: &messages,
+/// Domain messages -> the WIT messages a plugin reads (`request.messages`).
+pub(crate) fn messages_to_wit(messages: &[Message]) -> Vec<types::Message> {
+    messages.iter().map(message_to_wit).collect()
+}
+
+/// A domain request -> the whole WIT request a plugin reads (`request.get`); its `extra`
+/// objects are written out as JSON text.
+pub(crate) fn request_to_wit(r: &ChatRequest) -> types::ChatRequest {
+    types::ChatRequest {
+        provider: r.provider.clone(),
+        model: r.model.clone(),
+        messages: messages_to_wit(&r.messages),
         temperature: r.temperature,
         top_p: r.top_p,
         max_tokens: r.max_tokens,
         stream: r.stream,
-        user: r.user.as_deref(),
-        fallbacks: &fallbacks,
-        extra: &extra,
-    };
-    f(&wit).await
+        user: r.user.clone(),
+        fallbacks: r.fallbacks.clone(),
+        extra: extra_text(&r.extra),
+    }
+}
+
+/// The `extra` JSON text of a request, as `request.extra` hands it out.
+pub(crate) fn request_extra_text(r: &ChatRequest) -> String {
+    extra_text(&r.extra)
 }
 
 /// WIT request -> domain request; the error says which field a plugin broke.
-fn request_from_wit(
-    r: types::ChatRequestResult,
-    given: Option<Given<'_, types::ChatRequestParam<'_>, ChatRequest>>,
-) -> Result<ChatRequest, String> {
+fn request_from_wit(r: types::ChatRequest) -> Result<ChatRequest, String> {
     if r.provider.is_empty() || r.model.is_empty() {
         return Err(format!(
             "returned a request with an empty provider or model ({:?}/{:?})",
@@ -179,23 +133,11 @@ fn request_from_wit(
             ));
         }
     }
-    let messages = r
-        .messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let given = given.and_then(|g| {
-                Some(Given {
-                    sent: g.sent.messages.get(i)?,
-                    original: g.original.messages.get(i)?,
-                })
-            });
-            message_from_wit(m, given, || format!("messages[{i}]"))
-        })
+    let messages = (r.messages.into_iter().enumerate())
+        .map(|(i, m)| message_from_wit(m, || format!("messages[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let given_extra = given.map(|g| (Some(g.sent.extra), &g.original.extra));
     Ok(ChatRequest {
-        extra: returned_extra(Some(&r.extra), given_extra, || "request".to_string())?,
+        extra: parse_extra(&r.extra, || "request".to_string())?,
         provider: r.provider,
         model: r.model,
         messages,
@@ -208,99 +150,72 @@ fn request_from_wit(
     })
 }
 
-/// The JSON texts a response lent to a hook points into besides its own strings: its
-/// `extra` objects.
-struct ResponseTexts {
-    extra: String,
-    messages: Vec<Option<String>>,
-    choices: Vec<Option<String>>,
-}
-
-impl ResponseTexts {
-    fn new(r: &ChatResponse) -> Self {
-        let choices = if r.choices.iter().all(|c| c.extra.is_empty()) {
-            Vec::new()
-        } else {
-            r.choices.iter().map(|c| opt_extra_text(&c.extra)).collect()
-        };
-        Self {
-            extra: extra_text(&r.extra),
-            messages: message_extras(r.choices.iter().map(|c| &c.message)),
-            choices,
-        }
-    }
-
-    fn choices<'a>(&'a self, r: &'a ChatResponse) -> Vec<types::ChoiceParam<'a>> {
-        (r.choices.iter().enumerate())
-            .map(|(i, c)| types::ChoiceParam {
-                index: c.index,
-                message: message_param(&c.message, &self.messages, i),
-                finish_reason: c.finish_reason.as_deref(),
-                extra: self.choices.get(i).and_then(Option::as_deref),
-            })
-            .collect()
+/// Domain token accounting -> WIT.
+pub(crate) fn usage_to_wit(u: Usage) -> types::Usage {
+    types::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
     }
 }
 
-/// A response lent to a hook, pointing into `r`, `texts` and `choices`.
-fn response_param<'a>(
-    r: &'a ChatResponse,
-    texts: &'a ResponseTexts,
-    choices: &'a [types::ChoiceParam<'a>],
-) -> types::ChatResponseParam<'a> {
-    types::ChatResponseParam {
-        id: &r.id,
-        provider: &r.provider,
-        model: &r.model,
+fn usage_from_wit(u: types::Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+/// A domain response -> the whole WIT response a plugin reads; its `extra` objects are
+/// written out as JSON text.
+fn response_to_wit(r: &ChatResponse) -> types::ChatResponse {
+    types::ChatResponse {
+        id: r.id.clone(),
+        provider: r.provider.clone(),
+        model: r.model.clone(),
         created: r.created,
-        choices,
-        usage: r.usage.map(|u| types::Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-        }),
-        extra: &texts.extra,
+        choices: (r.choices.iter())
+            .map(|c| types::Choice {
+                index: c.index,
+                message: message_to_wit(&c.message),
+                finish_reason: c.finish_reason.clone(),
+                extra: opt_extra_text(&c.extra),
+            })
+            .collect(),
+        usage: r.usage.map(usage_to_wit),
+        extra: extra_text(&r.extra),
     }
 }
 
-fn response_from_wit(
-    r: types::ChatResponseResult,
-    given: Option<Given<'_, types::ChatResponseParam<'_>, ChatResponse>>,
-) -> Result<ChatResponse, String> {
-    let choices = r
-        .choices
-        .into_iter()
-        .enumerate()
+fn response_from_wit(r: types::ChatResponse) -> Result<ChatResponse, String> {
+    let choices = (r.choices.into_iter().enumerate())
         .map(|(i, c)| {
-            let given =
-                given.and_then(|g| Some((g.sent.choices.get(i)?, g.original.choices.get(i)?)));
-            let message = given.map(|(sent, original)| Given {
-                sent: &sent.message,
-                original: &original.message,
-            });
-            let extra = given.map(|(sent, original)| (sent.extra, &original.extra));
             Ok(Choice {
                 index: c.index,
-                message: message_from_wit(c.message, message, || format!("choices[{i}].message"))?,
+                message: message_from_wit(c.message, || format!("choices[{i}].message"))?,
                 finish_reason: c.finish_reason,
-                extra: returned_extra(c.extra.as_deref(), extra, || format!("choices[{i}]"))?,
+                extra: parse_opt_extra(c.extra.as_deref(), || format!("choices[{i}]"))?,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let given_extra = given.map(|g| (Some(g.sent.extra), &g.original.extra));
     Ok(ChatResponse {
-        extra: returned_extra(Some(&r.extra), given_extra, || "response".to_string())?,
+        extra: parse_extra(&r.extra, || "response".to_string())?,
         id: r.id,
         provider: r.provider,
         model: r.model,
         created: r.created,
         choices,
-        usage: r.usage.map(|u| Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-        }),
+        usage: r.usage.map(usage_from_wit),
     })
+}
+
+/// A domain outcome -> the whole WIT outcome a plugin reads (`outcome.get`).
+pub(crate) fn outcome_to_wit(o: &Outcome) -> types::PostOutcome {
+    match o {
+        Ok(r) => types::PostOutcome::Response(response_to_wit(r)),
+        Err(e) => types::PostOutcome::Error(error_to_wit(e)),
+    }
 }
 
 /// Whether `name: value` is a valid HTTP header (RFC 9110 token name; value without control
@@ -334,6 +249,18 @@ fn error_param<'a>(
         status: e.status,
         allow_fallbacks: e.allow_fallbacks,
         headers,
+    }
+}
+
+/// A domain error -> the WIT error a plugin reads (`outcome.error`, `outcome.get`).
+pub(crate) fn error_to_wit(e: &GatewayError) -> types::GatewayErrorResult {
+    types::GatewayErrorResult {
+        message: e.message.clone(),
+        kind: e.kind.clone(),
+        code: e.code.clone(),
+        status: e.status,
+        allow_fallbacks: e.allow_fallbacks,
+        headers: e.headers.to_vec(),
     }
 }
 
@@ -375,60 +302,23 @@ pub(crate) fn error_from_wit(e: types::GatewayErrorResult) -> Result<GatewayErro
     })
 }
 
-/// WIT pre-outcome -> domain pre-outcome; `sent` is the request the hook was called with and
-/// `original` the domain request it was made from.
-pub(crate) fn pre_outcome_from_wit(
-    o: types::PreOutcome,
-    sent: &types::ChatRequestParam<'_>,
-    original: &ChatRequest,
-) -> Result<PreOutcome, String> {
-    let given = Some(Given { sent, original });
+/// WIT pre-outcome -> domain pre-outcome.
+pub(crate) fn pre_outcome_from_wit(o: types::PreOutcome) -> Result<PreOutcome, String> {
     Ok(match o {
         types::PreOutcome::Pass => PreOutcome::Pass,
-        types::PreOutcome::Continue(r) => PreOutcome::Continue(request_from_wit(r, given)?),
-        types::PreOutcome::Respond(r) => PreOutcome::Respond(response_from_wit(r, None)?),
+        types::PreOutcome::Continue(r) => PreOutcome::Continue(request_from_wit(r)?),
+        types::PreOutcome::Respond(r) => PreOutcome::Respond(response_from_wit(r)?),
         types::PreOutcome::Fail(e) => PreOutcome::Fail(error_from_wit(e)?),
     })
 }
 
-/// Lends `o` to `f` as the WIT post-outcome a hook is called with (strings borrowed, only the
-/// `extra` objects written out).
-pub(crate) async fn with_outcome_wit<R>(
-    o: &Outcome,
-    f: impl AsyncFnOnce(&types::PostOutcomeParam<'_>) -> R,
-) -> R {
-    match o {
-        Ok(r) => {
-            let texts = ResponseTexts::new(r);
-            let choices = texts.choices(r);
-            f(&types::PostOutcomeParam::Response(response_param(
-                r, &texts, &choices,
-            )))
-            .await
-        }
-        Err(e) => {
-            let headers = headers_param(&e.headers);
-            f(&types::PostOutcomeParam::Error(error_param(e, &headers))).await
-        }
-    }
-}
-
 /// What a post-hook returned -> the domain outcome to go on with, `None` when the hook handed
-/// the outcome on unchanged; `sent` is the outcome the hook was called with and `original` the
-/// domain outcome it was made from.
-pub(crate) fn outcome_from_wit(
-    o: Option<types::PostOutcomeResult>,
-    sent: &types::PostOutcomeParam<'_>,
-    original: &Outcome,
-) -> Result<Option<Outcome>, String> {
-    let given = match (sent, original) {
-        (types::PostOutcomeParam::Response(sent), Ok(original)) => Some(Given { sent, original }),
-        _ => None,
-    };
+/// the outcome on unchanged.
+pub(crate) fn outcome_from_wit(o: Option<types::PostOutcome>) -> Result<Option<Outcome>, String> {
     Ok(match o {
         None => None,
-        Some(types::PostOutcomeResult::Response(r)) => Some(Ok(response_from_wit(r, given)?)),
-        Some(types::PostOutcomeResult::Error(e)) => Some(Err(error_from_wit(e)?)),
+        Some(types::PostOutcome::Response(r)) => Some(Ok(response_from_wit(r)?)),
+        Some(types::PostOutcome::Error(e)) => Some(Err(error_from_wit(e)?)),
     })
 }
 
@@ -443,13 +333,13 @@ fn opt_len(s: Option<&String>) -> usize {
     s.map_or(0, String::len)
 }
 
-impl OutputSize for types::MessageResult {
+impl OutputSize for types::Message {
     fn output_bytes(&self) -> usize {
         self.role.len() + opt_len(self.content.as_ref()) + opt_len(self.extra.as_ref())
     }
 }
 
-impl OutputSize for types::ChatRequestResult {
+impl OutputSize for types::ChatRequest {
     fn output_bytes(&self) -> usize {
         self.provider.len()
             + self.model.len()
@@ -464,7 +354,7 @@ impl OutputSize for types::ChatRequestResult {
     }
 }
 
-impl OutputSize for types::ChatResponseResult {
+impl OutputSize for types::ChatResponse {
     fn output_bytes(&self) -> usize {
         self.id.len()
             + self.provider.len()
@@ -558,11 +448,11 @@ impl OutputSize for types::PreOutcome {
     }
 }
 
-impl OutputSize for types::PostOutcomeResult {
+impl OutputSize for types::PostOutcome {
     fn output_bytes(&self) -> usize {
         match self {
-            types::PostOutcomeResult::Response(r) => r.output_bytes(),
-            types::PostOutcomeResult::Error(e) => e.output_bytes(),
+            types::PostOutcome::Response(r) => r.output_bytes(),
+            types::PostOutcome::Error(e) => e.output_bytes(),
         }
     }
 }
@@ -667,79 +557,81 @@ mod tests {
         .unwrap()
     }
 
-    /// What a hook that hands `sent` back unchanged returns.
-    fn returned(sent: &types::ChatRequestParam<'_>) -> types::ChatRequestResult {
-        types::ChatRequestResult {
-            provider: sent.provider.to_string(),
-            model: sent.model.to_string(),
-            messages: (sent.messages.iter())
-                .map(|m| types::MessageResult {
-                    role: m.role.to_string(),
-                    content: m.content.map(str::to_string),
-                    extra: m.extra.map(str::to_string),
-                })
-                .collect(),
-            temperature: sent.temperature,
-            top_p: sent.top_p,
-            max_tokens: sent.max_tokens,
-            stream: sent.stream,
-            user: sent.user.map(str::to_string),
-            fallbacks: sent.fallbacks.iter().map(|f| f.to_string()).collect(),
-            extra: sent.extra.to_string(),
-        }
-    }
-
-    #[tokio::test]
-    async fn requests_are_lent_with_their_extras_as_json_text() {
-        let original = request();
-        with_request_wit(&original, async |sent| {
-            assert_eq!((sent.provider, sent.model), ("mock", "echo"));
-            assert_eq!(sent.extra, r#"{"seed":7}"#);
-            assert_eq!(sent.messages[0].content, Some("hi"));
-            assert_eq!(sent.messages[0].extra, Some(r#"{"name":"bob"}"#));
-        })
-        .await;
+    #[test]
+    fn requests_are_read_with_their_extras_as_json_text() {
+        let wit = request_to_wit(&request());
+        assert_eq!(
+            (wit.provider.as_str(), wit.model.as_str()),
+            ("mock", "echo")
+        );
+        assert_eq!(wit.extra, r#"{"seed":7}"#);
+        assert_eq!(wit.messages[0].content.as_deref(), Some("hi"));
+        assert_eq!(wit.messages[0].extra.as_deref(), Some(r#"{"name":"bob"}"#));
         let plain = ChatRequest::from_json(json!({
             "model": "mock/echo", "messages": [{"role": "user", "content": "hi"}],
         }))
         .unwrap();
-        with_request_wit(&plain, async |sent| {
-            assert_eq!(sent.extra, "{}");
-            assert_eq!(sent.messages[0].extra, None);
-        })
-        .await;
+        let wit = request_to_wit(&plain);
+        assert_eq!(wit.extra, "{}");
+        assert_eq!(wit.messages[0].extra, None);
     }
 
-    #[tokio::test]
-    async fn extras_handed_back_unchanged_are_reused_and_changed_ones_parsed() {
+    #[test]
+    fn a_request_read_and_handed_back_is_the_same_and_edits_are_parsed() {
         let original = request();
-        with_request_wit(&original, async |sent| {
-            let back =
-                pre_outcome_from_wit(types::PreOutcome::Continue(returned(sent)), sent, &original);
-            let Ok(PreOutcome::Continue(same)) = back else {
-                panic!("{back:?}")
-            };
-            assert_eq!(same, original);
+        let back = pre_outcome_from_wit(types::PreOutcome::Continue(request_to_wit(&original)));
+        let Ok(PreOutcome::Continue(same)) = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(same, original);
 
-            let mut changed = returned(sent);
-            changed.extra = r#"{"seed": 8, "x": true}"#.to_string();
-            changed.messages[0].extra = Some(r#"{"name": "eve"}"#.to_string());
-            let back = pre_outcome_from_wit(types::PreOutcome::Continue(changed), sent, &original);
-            let Ok(PreOutcome::Continue(edited)) = back else {
-                panic!("{back:?}")
-            };
-            assert_eq!(edited.extra["seed"], 8);
-            assert_eq!(edited.extra["x"], true);
-            assert_eq!(edited.messages[0].extra["name"], "eve");
+        let mut changed = request_to_wit(&original);
+        changed.extra = r#"{"seed": 8, "x": true}"#.to_string();
+        changed.messages[0].extra = Some(r#"{"name": "eve"}"#.to_string());
+        let back = pre_outcome_from_wit(types::PreOutcome::Continue(changed));
+        let Ok(PreOutcome::Continue(edited)) = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(edited.extra["seed"], 8);
+        assert_eq!(edited.extra["x"], true);
+        assert_eq!(edited.messages[0].extra["name"], "eve");
 
-            let mut broken = returned(sent);
-            broken.messages[0].extra = Some("[1]".to_string());
-            let back = pre_outcome_from_wit(types::PreOutcome::Continue(broken), sent, &original);
-            assert_eq!(
-                back.unwrap_err(),
-                "messages[0].extra must be a JSON object, got an array"
-            );
-        })
-        .await;
+        let mut broken = request_to_wit(&original);
+        broken.messages[0].extra = Some("[1]".to_string());
+        let back = pre_outcome_from_wit(types::PreOutcome::Continue(broken));
+        assert_eq!(
+            back.unwrap_err(),
+            "messages[0].extra must be a JSON object, got an array"
+        );
+    }
+
+    #[test]
+    fn an_outcome_read_and_handed_back_is_the_same() {
+        let response = ChatResponse {
+            id: "chatcmpl-1".into(),
+            provider: "mock".into(),
+            model: "echo".into(),
+            created: 7,
+            choices: vec![Choice {
+                index: 0,
+                message: Message {
+                    role: "assistant".into(),
+                    content: Some("hello".into()),
+                    extra: chat::parse_extra(r#"{"refusal": null}"#).unwrap(),
+                },
+                finish_reason: Some("stop".into()),
+                extra: chat::Extra::new(),
+            }],
+            usage: Some(Usage::new(3, 1)),
+            extra: chat::parse_extra(r#"{"system_fingerprint": "fp"}"#).unwrap(),
+        };
+        let outcome: Outcome = Ok(response);
+        let back = outcome_from_wit(Some(outcome_to_wit(&outcome))).unwrap();
+        assert_eq!(back, Some(outcome));
+        let error: Outcome =
+            Err(GatewayError::new(429, "slow down").with_header("retry-after", "3"));
+        let back = outcome_from_wit(Some(outcome_to_wit(&error))).unwrap();
+        assert_eq!(back, Some(error));
+        assert_eq!(outcome_from_wit(None).unwrap(), None);
     }
 }

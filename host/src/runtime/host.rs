@@ -1,5 +1,6 @@
 //! What the gateway lends a plugin: the per-instance store state and the host imports
-//! (logging, clock, request context, key-value store), plus a locked-down WASI.
+//! (logging, clock, request context, key-value store), plus a locked-down WASI. The lent request
+//! and outcome are read in `exchange`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -8,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{clock, context, kv, logging, types};
+use super::exchange::Lent;
 use super::grants::Grants;
 use super::limits::MemoryLimiter;
 use super::output::GuestOutput;
@@ -26,6 +28,8 @@ pub(crate) struct HostState {
     kv: Arc<KvStore>,
     /// The request being served, during a hook call.
     pub(crate) request: Option<Arc<RequestContext>>,
+    /// What the current hook call was lent (its `exchange` handle).
+    pub(crate) lent: Lent,
     pub(crate) limiter: MemoryLimiter,
     /// When the current call must end.
     pub(crate) deadline: Instant,
@@ -65,6 +69,7 @@ impl HostState {
             plugin,
             kv,
             request: None,
+            lent: Lent::Nothing,
             limiter: MemoryLimiter::new(memory_bytes),
             deadline: Instant::now(),
             deadline_hit: false,
@@ -111,7 +116,7 @@ fn deadline_trap(import: &str) -> wasmtime::Error {
 
 impl HostState {
     /// Stops the call when its deadline has already passed, before an import does any work.
-    fn enter(&mut self, import: &'static str) -> wasmtime::Result<()> {
+    pub(super) fn enter(&mut self, import: &'static str) -> wasmtime::Result<()> {
         if Instant::now() >= self.deadline {
             return Err(self.hit_deadline(import));
         }

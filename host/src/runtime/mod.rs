@@ -12,6 +12,7 @@ mod cache;
 mod capacity;
 mod compile;
 mod epoch;
+mod exchange;
 mod failure;
 mod grants;
 mod host;
@@ -41,7 +42,7 @@ use host::HostState;
 /// The WIT package of the plugin world.
 pub const WORLD_PACKAGE: &str = "wasmgate:plugin";
 /// The version of the plugin world this gateway speaks (`wit/plugin.wit`).
-pub const WORLD_VERSION: &str = "0.4.0";
+pub const WORLD_VERSION: &str = "0.5.0";
 
 /// Process-wide runtime settings (per-plugin limits are in [`Limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

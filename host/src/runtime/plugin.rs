@@ -12,6 +12,7 @@ use super::Runtime;
 use super::bindings::{self, OutputSize, Plugin, PluginPre};
 use super::capacity::Permit;
 use super::epoch::Ticker;
+use super::exchange::{self, Lent};
 use super::failure::{FailureKind, HookFailure};
 use super::grants::Grants;
 use super::host::HostState;
@@ -512,45 +513,46 @@ impl LoadedPlugin {
         result
     }
 
-    /// Runs the pre-hook on `instance`.
+    /// Runs the pre-hook on `instance`, lending it `req`.
     pub async fn pre_hook(
         &self,
         instance: &mut PluginInstance,
         ctx: &Arc<RequestContext>,
-        req: &ChatRequest,
+        req: &Arc<ChatRequest>,
     ) -> Result<PreOutcome, HookFailure> {
-        let result = bindings::with_request_wit(req, async |wit| {
-            let outcome = instance
-                .call(Some(ctx), Hook::PreHook, async |p, s| {
-                    p.call_pre_hook(s, wit.clone()).await
-                })
-                .await?;
-            bindings::pre_outcome_from_wit(outcome, wit, req)
-                .map_err(|why| instance.invalid(Hook::PreHook, why))
-        })
-        .await;
+        let lent = Lent::Request(req.clone());
+        let result = instance
+            .call(Some(ctx), Hook::PreHook, async |p, s| {
+                s.data_mut().lent = lent;
+                p.call_pre_hook(s, exchange::request_handle()).await
+            })
+            .await
+            .and_then(|o| {
+                bindings::pre_outcome_from_wit(o)
+                    .map_err(|why| instance.invalid(Hook::PreHook, why))
+            });
         self.observe(Hook::PreHook, instance, &result);
         result
     }
 
-    /// Runs the post-hook on `instance`: the outcome to go on with, or `None` when the hook
-    /// handed `outcome` on unchanged.
+    /// Runs the post-hook on `instance`, lending it `outcome`: the outcome to go on with, or
+    /// `None` when the hook handed `outcome` on unchanged.
     pub async fn post_hook(
         &self,
         instance: &mut PluginInstance,
         ctx: &Arc<RequestContext>,
-        outcome: &Outcome,
+        outcome: &Arc<Outcome>,
     ) -> Result<Option<Outcome>, HookFailure> {
-        let result = bindings::with_outcome_wit(outcome, async |wit| {
-            let returned = instance
-                .call(Some(ctx), Hook::PostHook, async |p, s| {
-                    p.call_post_hook(s, wit.clone()).await
-                })
-                .await?;
-            bindings::outcome_from_wit(returned, wit, outcome)
-                .map_err(|why| instance.invalid(Hook::PostHook, why))
-        })
-        .await;
+        let lent = Lent::Outcome(outcome.clone());
+        let result = instance
+            .call(Some(ctx), Hook::PostHook, async |p, s| {
+                s.data_mut().lent = lent;
+                p.call_post_hook(s, exchange::outcome_handle()).await
+            })
+            .await
+            .and_then(|o| {
+                bindings::outcome_from_wit(o).map_err(|why| instance.invalid(Hook::PostHook, why))
+            });
         self.observe(Hook::PostHook, instance, &result);
         result
     }
@@ -810,7 +812,9 @@ impl PluginInstance {
             .store
             .get_fuel()
             .map_or(0, |left| self.limits.fuel.saturating_sub(left));
-        self.store.data_mut().request = None;
+        let state = self.store.data_mut();
+        state.request = None;
+        state.lent = Lent::Nothing;
         let plugin = || self.store.data().plugin.to_string();
         let returned = match &result {
             Ok(Ok(value)) => value.output_bytes(),

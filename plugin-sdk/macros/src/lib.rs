@@ -107,12 +107,12 @@ fn expand(item: &ItemImpl) -> syn::Result<TokenStream2> {
                     #sdk::transport_interceptor(&PLUGIN, req)
                 }
                 fn pre_hook(
-                    req: ::wasmgate_sdk::ChatRequest,
+                    req: &::wasmgate_sdk::bindings::wasmgate::plugin::exchange::Request,
                 ) -> ::wasmgate_sdk::Result<::wasmgate_sdk::PreOutcome> {
                     #sdk::pre_hook(&PLUGIN, req)
                 }
                 fn post_hook(
-                    outcome: ::wasmgate_sdk::PostOutcome,
+                    outcome: &::wasmgate_sdk::bindings::wasmgate::plugin::exchange::Outcome,
                 ) -> ::wasmgate_sdk::Result<::core::option::Option<::wasmgate_sdk::PostOutcome>> {
                     #sdk::post_hook(&PLUGIN, outcome)
                 }

@@ -57,6 +57,7 @@ HttpRewrite = types.HttpRewrite
 __all__ = [
     "ChatRequest", "ChatResponse", "Message", "Choice", "Usage", "GatewayError", "StreamChunk",
     "HttpRequest", "HttpResponse", "HttpRewrite", "Plugin", "PluginError", "Ctx", "export",
+    "Request", "Outcome",
     "Continue", "Respond", "Fail", "Keep", "Response", "Failed", "Emit", "Drop", "EndStream", "Pass",
     "Rewrite", "RespondHttp", "error", "assistant_text", "response_text", "last_user_text",
     "extra_field", "set_extra", "header", "parse_config", "config_error", "now_ms", "trace",
@@ -75,9 +76,11 @@ class PluginError(Exception):
 def Continue(req=None):
     """Pre-hook: go on. ``Continue()`` keeps the request exactly as received, the cheapest
     answer (nothing is copied back to the gateway); ``Continue(req)`` goes on with an edited
-    request."""
+    request: the lent :class:`Request` with its attributes changed, or a :class:`ChatRequest`."""
     if req is None:
         return types.PreOutcome_Pass()
+    if isinstance(req, Request):
+        req = req.to_request()
     return types.PreOutcome_Continue(req)
 
 
@@ -175,6 +178,8 @@ def response_text(resp):
 
 def last_user_text(req):
     """The text of the request's last ``user`` message, or None."""
+    if isinstance(req, Request):
+        return req.last_user_text()
     for message in reversed(req.messages):
         if message.role == "user":
             return message.content
@@ -358,6 +363,115 @@ def kv_set_json(key, value, ttl_ms=None):
 
 # ---- the plugin and its export --------------------------------------------------------------
 
+# ---- what a hook is lent -------------------------------------------------------------------
+
+_REQUEST_FIELDS = ("provider", "model", "messages", "temperature", "top_p", "max_tokens",
+                   "stream", "user", "fallbacks", "extra")
+
+
+class Request:
+    """The request a pre-hook is lent, as the plugins before this one left it. Its attributes
+    are those of :class:`ChatRequest` (``provider``, ``model``, ``messages``, ``temperature``,
+    ``top_p``, ``max_tokens``, ``stream``, ``user``, ``fallbacks``, ``extra``); each is copied
+    from the gateway the first time it is read, so a hook pays only for what it reads.
+
+    To edit the request, change its attributes (``req.model = "..."``, or a message in
+    ``req.messages``) and return ``Continue(req)``; :meth:`to_request` gives a whole copy.
+    """
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def __getattr__(self, name):
+        # Only called for attributes not read yet: read it from the gateway, keep it.
+        if name not in _REQUEST_FIELDS:
+            raise AttributeError(f"a request has no attribute {name!r}")
+        value = getattr(self._handle, name)()
+        setattr(self, name, value)
+        return value
+
+    def message_count(self):
+        """The number of messages, without copying them."""
+        if "messages" in self.__dict__:
+            return len(self.messages)
+        return self._handle.message_count()
+
+    def last_user_text(self):
+        """The text of the last ``user`` message, or None; only that text is copied."""
+        if "messages" in self.__dict__:
+            for message in reversed(self.messages):
+                if message.role == "user":
+                    return message.content
+            return None
+        return self._handle.last_user_text()
+
+    def to_request(self):
+        """The whole request as a :class:`ChatRequest`, with the changes made to this one."""
+        whole = self._handle.get()
+        for name in _REQUEST_FIELDS:
+            if name in self.__dict__:
+                setattr(whole, name, self.__dict__[name])
+        return whole
+
+
+class Outcome:
+    """The outcome a post-hook is lent: a response or an error, as the post-hooks before this
+    one left it. The cheap reads copy only what they return: :attr:`is_error`, :attr:`status`,
+    :attr:`usage`, :attr:`model`, :attr:`text`, :attr:`finish_reason`, :attr:`error`.
+    :attr:`value` copies the whole response or error; change it and return the outcome (or
+    return :func:`Response` / :func:`Failed`) to go on with the change."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self._whole = None
+
+    @property
+    def is_error(self):
+        """Whether the outcome is an error."""
+        return self._handle.is_error()
+
+    @property
+    def status(self):
+        """The HTTP status the client would get: 200 for a response, the error's otherwise."""
+        return self._handle.status()
+
+    @property
+    def usage(self):
+        """The response's :class:`Usage`; None for an error or when unknown."""
+        return self._handle.usage()
+
+    @property
+    def model(self):
+        """The model that answered; None for an error."""
+        return self._handle.model()
+
+    @property
+    def text(self):
+        """The text of the response's first choice; None for an error or without text."""
+        return self._handle.text()
+
+    @property
+    def finish_reason(self):
+        """Why the response's first choice stopped; None for an error or when unknown."""
+        return self._handle.finish_reason()
+
+    @property
+    def error(self):
+        """The :class:`GatewayError`; None for a response."""
+        return self._handle.error()
+
+    @property
+    def value(self):
+        """The whole :class:`ChatResponse` or :class:`GatewayError`, copied on first read."""
+        return self.to_outcome().value
+
+    def to_outcome(self):
+        """The whole outcome, as :func:`Response` or :func:`Failed` would make it."""
+        if self._whole is None:
+            self._whole = self._handle.get()
+        return self._whole
+
+
 class Plugin:
     """Base class of a plugin: every hook has a default that leaves the request as it is, and
     :func:`export` reports to the gateway only the hooks a subclass overrides.
@@ -378,14 +492,15 @@ class Plugin:
         return Pass()
 
     def pre_hook(self, ctx, req):
-        """Before the provider, in plugin order. Return :func:`Continue`, :func:`Respond` or
-        :func:`Fail`."""
+        """Before the provider, in plugin order, with the lent :class:`Request`. Return
+        :func:`Continue`, :func:`Respond` or :func:`Fail`."""
         return Continue()
 
     def post_hook(self, ctx, outcome):
-        """After the provider, in reverse order. ``outcome.value`` is the response or the error.
-        Return :func:`Keep` (or ``None``) to hand it on unchanged, else the outcome to go on
-        with (``outcome`` edited, :func:`Response` or :func:`Failed`)."""
+        """After the provider, in reverse order, with the lent :class:`Outcome`
+        (``outcome.value`` is the whole response or error). Return :func:`Keep` (or ``None``)
+        to hand it on unchanged, else the outcome to go on with (``outcome`` edited,
+        :func:`Response` or :func:`Failed`)."""
         return Keep()
 
     def stream_chunk(self, ctx, chunk):
@@ -455,10 +570,13 @@ def export(cls):
             return call(instance().transport_interceptor, ctx, req)
 
         def pre_hook(self, req):
-            return call(instance().pre_hook, ctx, req)
+            return call(instance().pre_hook, ctx, Request(req))
 
         def post_hook(self, outcome):
-            return call(instance().post_hook, ctx, outcome)
+            result = call(instance().post_hook, ctx, Outcome(outcome))
+            if isinstance(result, Outcome):
+                result = result.to_outcome()
+            return result
 
         def stream_chunk(self, chunk):
             return call(instance().stream_chunk, ctx, chunk)

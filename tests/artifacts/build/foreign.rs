@@ -207,7 +207,15 @@ fn build_c(
     run(
         guest,
         Command::new(&tools.wit_bindgen)
-            .args(["c", "--world", "plugin", "--out-dir"])
+            // The pre- and post-hook's lent handle is released by the bindings after the hook.
+            .args([
+                "c",
+                "--autodrop-borrows",
+                "yes",
+                "--world",
+                "plugin",
+                "--out-dir",
+            ])
             .arg(&bindings)
             .arg(workspace.join("wit")),
     )?;

@@ -7,6 +7,7 @@ mod anthropic;
 mod catalogue_limits;
 mod catalogue_text;
 mod examples;
+mod exchange;
 mod hostile;
 mod http;
 mod isolation;

@@ -11,8 +11,8 @@ mod common;
 use common::Hook;
 use serde::Deserialize;
 use wasmgate_sdk::{
-    ChatRequest, ChatResponse, Ctx, HttpRequest, HttpResponse, Plugin, PostOutcome, PreOutcome,
-    Result, TransportOutcome,
+    ChatResponse, Ctx, HttpRequest, HttpResponse, Outcome, Plugin, PostOutcome, PreOutcome,
+    Request, Result, TransportOutcome,
 };
 
 /// The plugin's config.
@@ -59,20 +59,20 @@ impl Plugin for HugeOutput {
         }))
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         if !self.config.target.hits(Hook::Pre, Some(ctx)) {
-            return Ok(PreOutcome::Continue(req));
+            return Ok(PreOutcome::Continue(req.to_request()));
         }
         Ok(PreOutcome::Respond(ChatResponse::with_text(
             "chatcmpl-huge",
-            req.provider,
-            req.model,
+            req.provider(),
+            req.model(),
             0,
             self.huge(),
         )))
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, _outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, _outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         if !self.config.target.hits(Hook::Post, Some(ctx)) {
             return Ok(None);
         }

@@ -8,7 +8,7 @@ mod common;
 
 use common::Hook;
 use serde::Deserialize;
-use wasmgate_sdk::{ChatRequest, ChatResponse, Ctx, Plugin, PostOutcome, PreOutcome, Result};
+use wasmgate_sdk::{ChatResponse, Ctx, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result};
 
 /// The plugin's config.
 #[derive(Debug, Deserialize)]
@@ -50,14 +50,15 @@ impl Plugin for NestedJson {
         })
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, mut req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
+        let mut req = req.to_request();
         if self.config.target.hits(Hook::Pre, Some(ctx)) {
             req.extra = self.nested();
         }
         Ok(PreOutcome::Continue(req))
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, _outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, _outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         if !self.config.target.hits(Hook::Post, Some(ctx)) {
             return Ok(None);
         }

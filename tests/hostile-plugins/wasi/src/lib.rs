@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use wasmgate_sdk::serde_json::{Value, json};
-use wasmgate_sdk::{ChatRequest, ChatResponse, Ctx, Plugin, PreOutcome, Result};
+use wasmgate_sdk::{ChatResponse, Ctx, Plugin, PreOutcome, Request, Result};
 
 /// The plugin's config.
 #[derive(Debug, Default, Deserialize)]
@@ -53,7 +53,7 @@ impl Plugin for Wasi {
         })
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         let c = &self.config;
         let mut got = BTreeMap::new();
         if let Some(name) = &c.env {
@@ -85,8 +85,8 @@ impl Plugin for Wasi {
         let text = json!(got).to_string();
         Ok(PreOutcome::Respond(ChatResponse::with_text(
             "chatcmpl-wasi",
-            req.provider,
-            req.model,
+            req.provider(),
+            req.model(),
             0,
             text,
         )))

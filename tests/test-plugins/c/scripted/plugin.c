@@ -69,9 +69,11 @@ bool exports_plugin_transport_interceptor(plugin_http_request_t *req,
   return true;
 }
 
-bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *ret,
+bool exports_plugin_pre_hook(plugin_borrow_request_t lent, plugin_pre_outcome_t *ret,
                              plugin_string_t *err) {
   char trace[1024];
+  wg_request_t whole, *req = &whole;
+  wg_request_get(lent, &whole);
   const char *pre = config[PRE], *tag = config[TAG];
   trace_hook("pre", trace, sizeof trace);
   if (strcmp(pre, "continue") == 0) {
@@ -80,7 +82,7 @@ bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *r
     return true;
   }
   if (strcmp(pre, "pass") == 0) {
-    plugin_chat_request_free(req);
+    wg_request_free(req);
     ret->tag = WASMGATE_PLUGIN_TYPES_PRE_OUTCOME_PASS;
     return true;
   }
@@ -102,7 +104,7 @@ bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *r
     r->choices.ptr->message.content.val = wg_fmt("responded by %s", tag);
     wg_some(&r->choices.ptr->finish_reason, "stop");
   } else if (strcmp(pre, "error") == 0) {
-    plugin_chat_request_free(req);
+    wg_request_free(req);
     return wg_fail(err, "error from %s", tag);
   } else { /* fail, fail-no-fallbacks */
     bool forbid = strcmp(pre, "fail-no-fallbacks") == 0;
@@ -114,7 +116,7 @@ bool exports_plugin_pre_hook(plugin_chat_request_t *req, plugin_pre_outcome_t *r
       ret->val.fail.allow_fallbacks.val = false;
     }
   }
-  plugin_chat_request_free(req);
+  wg_request_free(req);
   return true;
 }
 
@@ -139,22 +141,24 @@ static plugin_string_t with_trace(const plugin_string_t *extra, const char *trac
   return wg_fmt("%s%s\"trace\":\"%s\"}", buf, empty ? "" : ",", trace);
 }
 
-bool exports_plugin_post_hook(plugin_post_outcome_t *outcome, plugin_option_post_outcome_t *ret,
+bool exports_plugin_post_hook(plugin_borrow_outcome_t lent, plugin_option_post_outcome_t *ret,
                               plugin_string_t *err) {
   char trace[1024];
+  wg_outcome_t whole, *outcome = &whole;
+  wg_outcome_get(lent, &whole);
   const char *post = config[POST], *tag = config[TAG];
   trace_hook("post", trace, sizeof trace);
   if (strcmp(post, "keep") == 0) {
-    plugin_post_outcome_free(outcome);
+    wg_outcome_free(outcome);
     ret->is_some = false; /* handed on unchanged, the trace not written */
     return true;
   }
   if (strcmp(post, "error") == 0) {
-    plugin_post_outcome_free(outcome);
+    wg_outcome_free(outcome);
     return wg_fail(err, "error from %s", tag);
   }
   if (strcmp(post, "to-error") == 0 && outcome->tag == WASMGATE_PLUGIN_TYPES_POST_OUTCOME_RESPONSE) {
-    plugin_post_outcome_free(outcome);
+    wg_outcome_free(outcome);
     outcome->tag = WASMGATE_PLUGIN_TYPES_POST_OUTCOME_ERROR;
     outcome->val.error = wg_error(502, wg_fmt("converted by %s", tag));
   }

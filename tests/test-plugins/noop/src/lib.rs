@@ -1,8 +1,8 @@
 //! `noop`: a plugin whose pre-hook passes the request on unchanged (`pass`) and whose post-hook
-//! hands the outcome on unchanged (`none`): nothing is copied back from either. It measures what
-//! a hook call itself costs (the benchmarks' "5 no-op plugins").
+//! hands the outcome on unchanged (`none`), reading neither: nothing is copied into the plugin or
+//! back. It measures what a hook call itself costs (the benchmarks' "5 no-op plugins").
 
-use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result};
+use wasmgate_sdk::{Ctx, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result};
 
 /// Does nothing, in both hooks.
 #[derive(Debug)]
@@ -14,11 +14,11 @@ impl Plugin for Noop {
         Ok(Noop)
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, _ctx: &Ctx, _req: &Request<'_>) -> Result<PreOutcome> {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, _outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, _ctx: &Ctx, _outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         Ok(None)
     }
 }

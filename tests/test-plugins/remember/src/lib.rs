@@ -3,7 +3,7 @@
 //! of the request this instance served before (`null` on an instance's first request). Pooled
 //! instances show the leak; per-request isolation must always answer `null`.
 
-use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result};
+use wasmgate_sdk::{Ctx, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result};
 
 /// Remembers prompts across requests in its own memory.
 #[derive(Debug, Default)]
@@ -20,14 +20,14 @@ impl Plugin for Remember {
         Ok(Remember::default())
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.previous = self.current.take();
-        self.current = req.last_user_text().map(str::to_owned);
+        self.current = req.last_user_text();
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
-        Ok(match outcome {
+    fn post_hook(&mut self, _ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
+        Ok(match outcome.to_outcome() {
             PostOutcome::Response(mut response) => {
                 response.set_extra("previous_prompt", &self.previous)?;
                 Some(PostOutcome::Response(response))

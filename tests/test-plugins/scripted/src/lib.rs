@@ -13,8 +13,8 @@
 //! |---------------------|--------------|-----------------------------------------------------------|
 //! | `tag`               | (required)   | any string, names this plugin in the trace                |
 //! | `transport`         | `"pass"`     | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
-//! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>` |
-//! | `post`              | `"pass"`     | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop` |
+//! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>`, `describe` |
+//! | `post`              | `"pass"`     | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`, `describe` |
 //! | `pre_only_provider` | none         | the pre action applies only to requests for this provider |
 //! | `init`              | `"ok"`       | `ok`, `fail`, `trap`                                      |
 //! | `cleanup`           | `"ok"`       | `ok`, `trap`, `loop` (after counting `cleanups` in kv)    |
@@ -34,15 +34,19 @@
 //! request with that status and the JSON body `{"by":"<tag>"}`; `mask` (error stage) replaces the
 //! error's message with `masked by <tag>` and adds the header `x-masked-by: <tag>`; `upper`
 //! upper-cases a stream chunk's text, `drop-odd` drops the chunks with an odd index, and
-//! `fail-at:<n>` ends the stream at chunk n with a 502 `stream cut by <tag>`. The error stage
+//! `fail-at:<n>` ends the stream at chunk n with a 502 `stream cut by <tag>`. `describe` reads
+//! every part of the lent request (pre) or outcome (post) through its own accessor and answers
+//! with them as a JSON text (pre), or adds them to the response as the body field `described`
+//! or makes them an error's message (post), so a test sees what each accessor returned. The error stage
 //! appends `<tag>.error` to the trace, and the stream-chunk hook `<tag>.chunk` on chunk 0.
 
 use core::hint::black_box;
 
 use serde::Deserialize;
+use wasmgate_sdk::serde_json;
 use wasmgate_sdk::{
-    ChatRequest, ChatResponse, ChunkOutcome, Ctx, GatewayError, HttpRequest, HttpResponse,
-    HttpRewrite, Plugin, PostOutcome, PreOutcome, Result, StreamChunk, TransportOutcome, now_ms,
+    ChatResponse, ChunkOutcome, Ctx, GatewayError, HttpRequest, HttpResponse, HttpRewrite, Outcome,
+    Plugin, PostOutcome, PreOutcome, Request, Result, StreamChunk, TransportOutcome, now_ms,
 };
 
 /// The plugin's config.
@@ -139,6 +143,8 @@ pub enum Pre {
     SetModel(String),
     /// Busy-wait this many milliseconds, then go on.
     SleepMs(u64),
+    /// Answer with every part of the lent request, each read with its own accessor, as JSON.
+    Describe,
 }
 
 /// Post-hook actions.
@@ -160,6 +166,8 @@ pub enum Post {
     Trap,
     /// Spin forever.
     Loop,
+    /// Add every part of the lent outcome, each read with its own accessor, as `described`.
+    Describe,
 }
 
 /// Error stage actions.
@@ -263,6 +271,44 @@ impl TryFrom<String> for Transport {
     }
 }
 
+/// Every part of a lent request, each read with its own accessor (`describe`).
+fn describe_request(req: &Request<'_>) -> serde_json::Value {
+    // The count and the last user text before `messages`: they have their own imports, used
+    // only while the messages have not been copied in.
+    let count = req.message_count();
+    let last_user_text = req.last_user_text();
+    serde_json::json!({
+        "provider": req.provider(),
+        "model": req.model(),
+        "target": req.target(),
+        "message_count": count,
+        "last_user_text": last_user_text,
+        "messages": req.messages().len(),
+        "temperature": req.temperature(),
+        "top_p": req.top_p(),
+        "max_tokens": req.max_tokens(),
+        "stream": req.stream(),
+        "user": req.user(),
+        "fallbacks": req.fallbacks(),
+        "extra": req.extra(),
+        "seed": req.extra_field("seed"),
+        "whole_model": req.to_request().model,
+    })
+}
+
+/// Every part of a lent outcome, each read with its own accessor (`describe`).
+fn describe_outcome(outcome: &Outcome<'_>) -> serde_json::Value {
+    serde_json::json!({
+        "is_error": outcome.is_error(),
+        "status": outcome.status(),
+        "usage": outcome.usage().map(|u| u.total_tokens),
+        "model": outcome.model(),
+        "text": outcome.text(),
+        "finish_reason": outcome.finish_reason(),
+        "error": outcome.error().map(|e| e.message),
+    })
+}
+
 impl TryFrom<String> for Pre {
     type Error = String;
     fn try_from(s: String) -> Result<Self> {
@@ -278,6 +324,7 @@ impl TryFrom<String> for Pre {
             "grow" => Pre::Grow,
             "recurse" => Pre::Recurse,
             "recurse-shadow" => Pre::RecurseShadow,
+            "describe" => Pre::Describe,
             _ => {
                 if let Some(model) = s.strip_prefix("set-model:") {
                     Pre::SetModel(model.to_owned())
@@ -290,7 +337,7 @@ impl TryFrom<String> for Pre {
                     return Err(unknown(
                         &s,
                         "continue, pass, respond, fail, fail-no-fallbacks, error, trap, loop, grow, \
-                         recurse, recurse-shadow, set-model:<model>, sleep-ms:<n>",
+                         recurse, recurse-shadow, set-model:<model>, sleep-ms:<n>, describe",
                     ));
                 }
             }
@@ -309,10 +356,11 @@ impl TryFrom<String> for Post {
             "error" => Post::Error,
             "trap" => Post::Trap,
             "loop" => Post::Loop,
+            "describe" => Post::Describe,
             _ => {
                 return Err(unknown(
                     &s,
-                    "pass, keep, recover, to-error, error, trap, loop",
+                    "pass, keep, recover, to-error, error, trap, loop, describe",
                 ));
             }
         })
@@ -411,23 +459,23 @@ impl Plugin for Scripted {
         }
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, mut req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.trace(ctx, "pre");
-        self.last = Some((req.provider.clone(), req.model.clone()));
+        self.last = Some((req.provider().to_owned(), req.model().to_owned()));
         let tag = self.tag();
         let applies = match &self.config.pre_only_provider {
-            Some(provider) => *provider == req.provider,
+            Some(provider) => provider == req.provider(),
             None => true,
         };
         if !applies {
-            return Ok(PreOutcome::Continue(req));
+            return Ok(PreOutcome::Continue(req.to_request()));
         }
         match &self.config.pre {
-            Pre::Continue => Ok(PreOutcome::Continue(req)),
+            Pre::Continue => Ok(PreOutcome::Continue(req.to_request())),
             Pre::Pass => Ok(PreOutcome::Pass),
             Pre::Respond => Ok(PreOutcome::Respond(ChatResponse::assistant_text(
-                req.provider,
-                req.model,
+                req.provider(),
+                req.model(),
                 format!("responded by {tag}"),
             ))),
             Pre::Fail => Ok(PreOutcome::Fail(
@@ -451,6 +499,7 @@ impl Plugin for Scripted {
                 Err(format!("recursion in {tag} ended at depth {depth}"))
             }
             Pre::SetModel(model) => {
+                let mut req = req.to_request();
                 req.model = model.clone();
                 Ok(PreOutcome::Continue(req))
             }
@@ -459,15 +508,20 @@ impl Plugin for Scripted {
                 while now_ms() < end {
                     black_box(());
                 }
-                Ok(PreOutcome::Continue(req))
+                Ok(PreOutcome::Continue(req.to_request()))
             }
+            Pre::Describe => Ok(PreOutcome::Respond(ChatResponse::assistant_text(
+                req.provider(),
+                req.model(),
+                describe_request(req).to_string(),
+            ))),
         }
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         let trace = self.trace(ctx, "post");
         let tag = self.tag();
-        let outcome = match (&self.config.post, outcome) {
+        let outcome = match (&self.config.post, outcome.to_outcome()) {
             (Post::Keep, _) => return Ok(None),
             (Post::Pass, outcome) => outcome,
             (Post::Recover, PostOutcome::Error(_)) => {
@@ -479,6 +533,14 @@ impl Plugin for Scripted {
                 PostOutcome::Error(GatewayError::new(502, format!("converted by {tag}")))
             }
             (Post::Recover | Post::ToError, outcome) => outcome,
+            (Post::Describe, PostOutcome::Response(mut resp)) => {
+                resp.set_extra("described", describe_outcome(outcome))?;
+                PostOutcome::Response(resp)
+            }
+            (Post::Describe, PostOutcome::Error(mut err)) => {
+                err.message = describe_outcome(outcome).to_string();
+                PostOutcome::Error(err)
+            }
             (Post::Error, _) => return Err(format!("error from {tag}")),
             (Post::Trap, _) => panic!("trap in {tag}"),
             (Post::Loop, _) => spin(),

@@ -2,7 +2,7 @@
 // includes this file, so the two builds are distinct components of one plugin.
 
 use serde::Deserialize;
-use wasmgate_sdk::{ChatRequest, Ctx, Plugin, PostOutcome, PreOutcome, Result, kv, now_ms};
+use wasmgate_sdk::{Ctx, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result, kv, now_ms};
 
 /// Config: `{ "delay_ms": 0 }`, a busy wait in the pre-hook so requests overlap reloads.
 #[derive(Debug, Deserialize)]
@@ -32,7 +32,7 @@ impl Plugin for Stamp {
         Ok(Stamp { config })
     }
 
-    fn pre_hook(&mut self, ctx: &Ctx, _req: ChatRequest) -> Result<PreOutcome> {
+    fn pre_hook(&mut self, ctx: &Ctx, _req: &Request<'_>) -> Result<PreOutcome> {
         ctx.set("stamp.pre", crate::VERSION);
         let end = now_ms().saturating_add(self.config.delay_ms);
         while now_ms() < end {
@@ -41,8 +41,8 @@ impl Plugin for Stamp {
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, ctx: &Ctx, outcome: PostOutcome) -> Result<Option<PostOutcome>> {
-        match outcome {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
+        match outcome.to_outcome() {
             PostOutcome::Response(mut response) => {
                 response.set_extra("stamp_pre", ctx.get("stamp.pre"))?;
                 response.set_extra("stamp_post", crate::VERSION)?;
