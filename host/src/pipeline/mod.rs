@@ -500,8 +500,18 @@ impl Pipeline {
             targets.extend(req.fallbacks.iter().cloned());
         }
         let mut last = None;
+        let mut req = Some(req);
         for (attempt, target) in targets.iter().enumerate() {
-            let mut attempt_req = req.clone();
+            // Each attempt starts from the client's request; the last one takes it (the usual
+            // request has a single target, and then nothing is cloned).
+            let next = if attempt + 1 < targets.len() {
+                req.clone()
+            } else {
+                req.take()
+            };
+            let Some(mut attempt_req) = next else {
+                break;
+            };
             if attempt > 0 {
                 attempt_req.retarget(target)?;
                 tracing::info!(
