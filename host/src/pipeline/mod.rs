@@ -6,7 +6,7 @@
 //! 1. Transport interceptors run first, in plugin order; one may answer the client directly.
 //! 2. Plugin order is by priority (lower first, ties by name). Pre-hooks run in that order;
 //!    post-hooks run in exact reverse order. Consecutive `parallel` plugins of one priority run
-//!    their pre-hooks concurrently on the same input (see [`parallel`]).
+//!    their pre-hooks concurrently on the same input (see `parallel.rs`).
 //! 3. Every plugin whose pre-hook ran gets its post-hook, and no other. A plugin without a
 //!    pre-hook counts as having passed the request on; one skipped by `fail-open` did not run.
 //! 4. `respond` skips the provider; the post-hooks of the plugins that ran see the response.
@@ -21,7 +21,7 @@
 //! 9. A request that ends in an error goes through every plugin's `on-error`, in reverse order
 //!    (the error stage), before the error leaves the gateway.
 //! 10. A streamed request's chunks go through the stream-chunk hooks in post-hook order; the
-//!     post-hooks see the assembled response at the end (see [`streaming`]).
+//!     post-hooks see the assembled response at the end (see `streaming.rs`).
 //! 11. Stages limit which of a plugin's hooks are called at all (the chain's links carry the
 //!     hooks already filtered).
 
