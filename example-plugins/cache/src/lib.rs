@@ -252,13 +252,12 @@ impl Plugin for Cache {
     }
 
     fn post_hook(&mut self, _ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
-        // A hit (our own answer, already marked) or an error: nothing to store.
+        // A hit (our own answer, already marked): nothing to store.
         let Some(key) = self.pending.take() else {
             return Ok(None);
         };
-        if outcome.is_error() {
-            return Ok(None);
-        }
+        // An error: nothing to store (errors are small: copying one to find out costs less than
+        // asking first on every success).
         let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
             return Ok(None);
         };

@@ -379,7 +379,7 @@ impl Plugin for ContentFilter {
             self.windows.clear();
             return Ok(None);
         }
-        if outcome.is_error() || !self.scope.completions() {
+        if !self.scope.completions() {
             return Ok(None);
         }
         let PostOutcome::Response(mut resp) = outcome.to_outcome() else {

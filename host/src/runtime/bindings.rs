@@ -40,7 +40,7 @@ pub(crate) use generated::{Plugin, PluginPre};
 use types::Hooks;
 
 /// Converts a JSON object to the text form that crosses the boundary.
-fn extra_text(extra: &chat::Extra) -> String {
+pub(crate) fn extra_text(extra: &chat::Extra) -> String {
     if extra.is_empty() {
         return "{}".to_string();
     }
@@ -111,11 +111,6 @@ pub(crate) fn request_to_wit(r: &ChatRequest) -> types::ChatRequest {
         fallbacks: r.fallbacks.clone(),
         extra: extra_text(&r.extra),
     }
-}
-
-/// The `extra` JSON text of a request, as `request.extra` hands it out.
-pub(crate) fn request_extra_text(r: &ChatRequest) -> String {
-    extra_text(&r.extra)
 }
 
 /// WIT request -> domain request; the error says which field a plugin broke.

@@ -124,7 +124,7 @@ impl exchange::HostRequest for HostState {
 
     fn extra(&mut self, _: Req) -> wasmtime::Result<String> {
         let r = self.lent_request("request.extra")?;
-        Ok(bindings::request_extra_text(r))
+        Ok(bindings::extra_text(&r.extra))
     }
 
     fn get(&mut self, _: Req) -> wasmtime::Result<types::ChatRequest> {

@@ -180,7 +180,11 @@ def last_user_text(req):
     """The text of the request's last ``user`` message, or None."""
     if isinstance(req, Request):
         return req.last_user_text()
-    for message in reversed(req.messages):
+    return _last_user_text(req.messages)
+
+
+def _last_user_text(messages):
+    for message in reversed(messages):
         if message.role == "user":
             return message.content
     return None
@@ -399,10 +403,7 @@ class Request:
     def last_user_text(self):
         """The text of the last ``user`` message, or None; only that text is copied."""
         if "messages" in self.__dict__:
-            for message in reversed(self.messages):
-                if message.role == "user":
-                    return message.content
-            return None
+            return _last_user_text(self.messages)
         return self._handle.last_user_text()
 
     def to_request(self):
