@@ -427,6 +427,16 @@ impl Usage {
 }
 
 impl ChatResponse {
+    /// The top-level body fields the response types itself; `extra` never overrides them.
+    pub const TYPED_FIELDS: [&'static str; 5] = ["id", "created", "model", "choices", "usage"];
+
+    /// Sets top-level body fields kept in `extra`, in order (a later one of the same name
+    /// wins). Names in [`Self::TYPED_FIELDS`] are the caller's to refuse: set here, they would
+    /// be overridden when the body is written.
+    pub fn set_extra_fields(&mut self, fields: impl IntoIterator<Item = (String, Value)>) {
+        self.extra.extend(fields);
+    }
+
     /// The OpenAI JSON body sent to the client.
     pub fn to_json(&self) -> Value {
         let mut obj = self.extra.clone();

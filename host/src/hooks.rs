@@ -65,6 +65,18 @@ pub enum PreOutcome {
 /// The state of a request after the provider or a short-circuit; what post-hooks transform.
 pub type Outcome = Result<ChatResponse, GatewayError>;
 
+/// What a post-hook handed on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PostDecision {
+    /// The outcome it was lent, unchanged.
+    Unchanged,
+    /// The response it was lent, with these top-level body fields set (in order; a later one of
+    /// the same name wins), through `outcome.set-extra`.
+    Annotated(Vec<(String, serde_json::Value)>),
+    /// Another outcome (with any fields it set already applied).
+    Replaced(Outcome),
+}
+
 pub use crate::stream::StreamChunk;
 
 /// What a stream-chunk hook decided.

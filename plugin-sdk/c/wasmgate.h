@@ -8,7 +8,8 @@
  *
  * The pre-hook and post-hook are lent a handle (plugin_borrow_request_t,
  * plugin_borrow_outcome_t), read with the `exchange` imports: wg_request_get / wg_outcome_get
- * copy the whole value, wasmgate_plugin_exchange_method_request_model and its siblings one part.
+ * copy the whole value, wasmgate_plugin_exchange_method_request_model and its siblings one part;
+ * wg_outcome_set_extra adds a field to the lent response without copying it.
  * The bindings must be generated with `wit-bindgen c --autodrop-borrows yes` (the gateway's
  * build does), so the handle is released after the hook returns.
  *
@@ -50,6 +51,21 @@ static inline void wg_outcome_get(plugin_borrow_outcome_t outcome, wg_outcome_t 
 
 static inline void wg_outcome_free(wg_outcome_t *outcome) {
   wasmgate_plugin_types_post_outcome_free(outcome);
+}
+
+/* Sets top-level field `name` of the lent response's body to the JSON text `json` without
+ * copying the response (`outcome.set-extra`): the field is set on whatever response the hook
+ * hands on. Returns 1 when set; 0 when refused (an error outcome, a typed field, text that is
+ * not JSON, past the output limit), with the reason in `*why` when `why` is not NULL (free it
+ * with plugin_string_free). */
+static inline int wg_outcome_set_extra(plugin_borrow_outcome_t outcome, const char *name,
+                                       const char *json, plugin_string_t *why) {
+  plugin_string_t n = {(uint8_t *)name, strlen(name)}, v = {(uint8_t *)json, strlen(json)};
+  plugin_string_t err = {0};
+  if (wasmgate_plugin_exchange_method_outcome_set_extra(outcome, &n, &v, &err)) return 1;
+  if (why) *why = err;
+  else plugin_string_free(&err);
+  return 0;
 }
 
 /* A borrowed string view of a C string (for import arguments). */

@@ -31,10 +31,10 @@
 // gateway handles it by the plugin's failure policy and names the plugin. Any other exception is
 // a bug: the instance traps and the gateway discards it, as it does for a Rust panic.
 
-import { log as hostLog } from 'wasmgate:plugin/logging@0.5.0';
-import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.5.0';
-import * as context from 'wasmgate:plugin/context@0.5.0';
-import * as kv from 'wasmgate:plugin/kv@0.5.0';
+import { log as hostLog } from 'wasmgate:plugin/logging@0.6.0';
+import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.6.0';
+import * as context from 'wasmgate:plugin/context@0.6.0';
+import * as kv from 'wasmgate:plugin/kv@0.6.0';
 
 /** A plugin failure with a message: the hook returns the world's `err`. */
 export class PluginError extends Error {
@@ -144,9 +144,10 @@ for (const name of REQUEST_FIELDS) {
 /**
  * The outcome a post-hook is lent: a response or an error, as the post-hooks before this one
  * left it. The cheap reads copy only what they return: `isError`, `status`, `usage`, `model`,
- * `text`, `finishReason`, `error`. `tag` is 'response' or 'error' and `val` the whole response
- * or error (copied on first read): change `val` and return the outcome, or return
- * `Response(..)` / `Failed(..)`, to go on with a change.
+ * `text`, `finishReason`, `error`. `setExtra` adds a field to the response without copying it.
+ * `tag` is 'response' or 'error' and `val` the whole response or error (copied on first read):
+ * change `val` and return the outcome, or return `Response(..)` / `Failed(..)`, to go on with
+ * a change.
  */
 export class Outcome {
   constructor(handle) {
@@ -193,6 +194,21 @@ export class Outcome {
   toOutcome() {
     if (this._whole === undefined) this._whole = this._handle.get();
     return this._whole;
+  }
+  /**
+   * Sets top-level field `key` of the response body to `value` (anything `JSON.stringify`
+   * takes) without copying the response: `outcome.setExtra('x_cache', 'miss')`, then return
+   * nothing. The field is set on whatever response the hook hands on, the lent one or one it
+   * returns; it is dropped if the hook returns an error. Throws a `PluginError` for an error
+   * outcome, for a field the response types itself (`id`, `created`, `model`, `choices`,
+   * `usage`) and past the output limit.
+   */
+  setExtra(key, value) {
+    try {
+      this._handle.setExtra(key, JSON.stringify(value));
+    } catch (e) {
+      throw new PluginError(typeof e?.payload === 'string' ? e.payload : String(e?.message ?? e));
+    }
   }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::bindings::wasmgate::plugin::exchange;
 use crate::types::extra_field;
-use crate::{ChatRequest, GatewayError, Message, PostOutcome, Usage};
+use crate::{ChatRequest, GatewayError, Message, PostOutcome, Result, Usage};
 
 /// The request a pre-hook is called with, as the plugins before this one left it.
 ///
@@ -134,8 +134,9 @@ impl core::fmt::Debug for Request<'_> {
 /// The outcome a post-hook is called with, a response or an error, as the post-hooks before
 /// this one left it.
 ///
-/// The accessors copy only what they return. To change the outcome, take a copy with
-/// [`Outcome::to_outcome`], change it and return it in `Some`.
+/// The accessors copy only what they return. To add a field to a response (a report, a
+/// marker), call [`Outcome::set_extra`]: nothing is copied. To change anything else, take a
+/// copy with [`Outcome::to_outcome`], change it and return it in `Some`.
 pub struct Outcome<'a> {
     handle: &'a exchange::Outcome,
     is_error: OnceCell<bool>,
@@ -188,6 +189,17 @@ impl<'a> Outcome<'a> {
     /// A copy of the whole outcome, to change and return in `Some`.
     pub fn to_outcome(&self) -> PostOutcome {
         self.handle.get()
+    }
+
+    /// Sets top-level field `key` of the response body to `value`, without copying the
+    /// response: `outcome.set_extra("x_cache", "miss")?` then `Ok(None)`. The field is set on
+    /// whatever response the hook hands on, the lent one or one it returns; it is dropped if
+    /// the hook returns an error. Fails for an error outcome, for a field the response types
+    /// itself (`id`, `created`, `model`, `choices`, `usage`) and past the hook's output limit.
+    pub fn set_extra(&self, key: &str, value: impl serde::Serialize) -> Result<()> {
+        let json =
+            serde_json::to_string(&value).map_err(|e| format!("cannot serialise {key}: {e}"))?;
+        self.handle.set_extra(key, &json)
     }
 }
 

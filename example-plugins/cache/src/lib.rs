@@ -258,7 +258,7 @@ impl Plugin for Cache {
         };
         // An error: nothing to store (errors are small: copying one to find out costs less than
         // asking first on every success).
-        let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
+        let PostOutcome::Response(resp) = outcome.to_outcome() else {
             return Ok(None);
         };
         let max = self.config.max_entry_bytes;
@@ -282,8 +282,9 @@ impl Plugin for Cache {
                 debug!("not caching a {len}-byte response (max_entry_bytes is {max})");
             }
         }
-        mark(&mut resp, "miss")?;
-        Ok(Some(PostOutcome::Response(resp)))
+        // Marked where it lies: the response is not copied back.
+        outcome.set_extra(MARKER, "miss")?;
+        Ok(None)
     }
 }
 

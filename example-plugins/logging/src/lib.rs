@@ -304,13 +304,11 @@ impl Plugin for Logging {
         // Unless configured to annotate it, the outcome goes on unchanged (nothing copied back).
         Ok(match ended {
             Ended::Response { .. } => match &self.config.response_field {
-                Some(field) => match outcome.to_outcome() {
-                    PostOutcome::Response(mut resp) => {
-                        resp.set_extra(field, &line)?;
-                        Some(PostOutcome::Response(resp))
-                    }
-                    PostOutcome::Error(_) => None,
-                },
+                Some(field) => {
+                    // Set where it lies: the response is not copied in and back.
+                    outcome.set_extra(field, &line)?;
+                    None
+                }
                 None => None,
             },
             Ended::Error(err) => self

@@ -225,11 +225,9 @@ impl Plugin for RateLimit {
             return Ok(None);
         }
         let report: BTreeMap<_, _> = statuses.into_iter().collect();
-        let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
-            return Ok(None);
-        };
-        resp.set_extra(REPORT_FIELD, report)?;
-        Ok(Some(PostOutcome::Response(resp)))
+        // Set where it lies: the response is not copied in and back.
+        outcome.set_extra(REPORT_FIELD, report)?;
+        Ok(None)
     }
 }
 

@@ -35,7 +35,7 @@ use crate::config::{FailurePolicy, PIPELINE_HEADER, VIRTUAL_KEY_HEADER};
 use crate::context::{GatewayValue, RequestContext};
 use crate::error::GatewayError;
 use crate::hooks::{
-    Headers, Hook, HttpRequest, HttpResponse, Outcome, PreOutcome, TransportOutcome,
+    Headers, Hook, HttpRequest, HttpResponse, Outcome, PostDecision, PreOutcome, TransportOutcome,
 };
 use crate::providers::Providers;
 use crate::registry::{Chain, Link, Registry};
@@ -654,9 +654,14 @@ impl Pipeline {
                 })
                 .await;
             match result {
-                Ok(Some(next)) => outcome = Arc::new(next),
-                // Handed on unchanged.
-                Ok(None) => {}
+                Ok(PostDecision::Replaced(next)) => outcome = Arc::new(next),
+                // The lent copy went with the call: this does not clone.
+                Ok(PostDecision::Annotated(fields)) => {
+                    if let Ok(response) = Arc::make_mut(&mut outcome) {
+                        response.set_extra_fields(fields);
+                    }
+                }
+                Ok(PostDecision::Unchanged) => {}
                 Err(failure) => {
                     if let Err(err) = apply_policy(&session.chain.links[i], &session.ctx, &failure)
                     {

@@ -1,10 +1,11 @@
 //! The only `bindgen!` of the host, and the conversions between the generated types and the
 //! gateway's domain types. Generated types never leave this module.
 
+use super::exchange::Annotations;
 use crate::chat::{self, ChatRequest, ChatResponse, Choice, Message, Usage};
 use crate::error::GatewayError;
 use crate::hooks::{
-    self, ChunkOutcome, HookSet, HttpRequest, Outcome, PreOutcome, TransportOutcome,
+    self, ChunkOutcome, HookSet, HttpRequest, Outcome, PostDecision, PreOutcome, TransportOutcome,
 };
 
 mod generated {
@@ -314,6 +315,26 @@ pub(crate) fn outcome_from_wit(o: Option<types::PostOutcome>) -> Result<Option<O
         None => None,
         Some(types::PostOutcome::Response(r)) => Some(Ok(response_from_wit(r)?)),
         Some(types::PostOutcome::Error(e)) => Some(Err(error_from_wit(e)?)),
+    })
+}
+
+/// What a post-hook handed on, from its answer and the response fields it set through the lent
+/// outcome (`outcome.set-extra`); the error says what in its answer is invalid. The fields apply
+/// to the response it handed on, and are dropped with an error it returned.
+pub(crate) fn post_decision(
+    answer: Option<types::PostOutcome>,
+    annotations: Annotations,
+) -> Result<PostDecision, String> {
+    let fields = annotations.into_fields();
+    Ok(match outcome_from_wit(answer)? {
+        None if fields.is_empty() => PostDecision::Unchanged,
+        None => PostDecision::Annotated(fields),
+        Some(mut outcome) => {
+            if let Ok(response) = &mut outcome {
+                response.set_extra_fields(fields);
+            }
+            PostDecision::Replaced(outcome)
+        }
     })
 }
 

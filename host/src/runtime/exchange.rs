@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use wasmtime::component::Resource;
 
 use super::bindings::{self, exchange, types};
@@ -28,6 +29,58 @@ pub(crate) enum Lent {
     Request(Arc<ChatRequest>),
     /// The outcome of a post-hook call.
     Outcome(Arc<Outcome>),
+}
+
+/// The top-level response fields a post-hook set through `outcome.set-extra`, in the order set,
+/// with the bytes they take counted against the hook's output limit. Kept in the store's state
+/// for the call, apart from what was lent, and taken by the post-hook call when it succeeds.
+#[derive(Debug, Default)]
+pub(crate) struct Annotations {
+    fields: Vec<(String, Value)>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Annotations {
+    /// No fields yet; at most `limit` bytes of names and values in all.
+    pub(crate) fn new(limit: usize) -> Self {
+        Annotations {
+            fields: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// The fields, in the order set (a later one of the same name wins when applied).
+    pub(crate) fn into_fields(self) -> Vec<(String, Value)> {
+        self.fields
+    }
+
+    /// Records field `name` = the JSON text `value`; the error, for the plugin, says why not.
+    fn set(&mut self, name: String, value: &str) -> Result<(), String> {
+        if name.is_empty() {
+            return Err("the field name is empty".into());
+        }
+        if ChatResponse::TYPED_FIELDS.contains(&name.as_str()) {
+            return Err(format!(
+                "`{name}` is a typed part of the response, not an extra field: to change it, \
+                 copy the outcome with `get` and return the changed one"
+            ));
+        }
+        let bytes = self.bytes + name.len() + value.len();
+        if bytes > self.limit {
+            return Err(format!(
+                "setting `{name}` would take the fields this call set to {bytes} bytes, over the \
+                 plugin's output limit of {} bytes (`limits.output_kb`)",
+                self.limit
+            ));
+        }
+        let value: Value = serde_json::from_str(value)
+            .map_err(|e| format!("the value of `{name}` is not JSON text: {e}"))?;
+        self.bytes = bytes;
+        self.fields.push((name, value));
+        Ok(())
+    }
 }
 
 /// The handle a pre-hook is called with.
@@ -182,8 +235,55 @@ impl exchange::HostOutcome for HostState {
         Ok(bindings::outcome_to_wit(o))
     }
 
+    fn set_extra(
+        &mut self,
+        _: Out,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        if self.lent_outcome("outcome.set-extra")?.is_err() {
+            return Ok(Err(
+                "the outcome is an error, which has no response body to set a field of: read \
+                 it with `error`, and return a changed error to change it"
+                    .into(),
+            ));
+        }
+        Ok(self.annotations.set(name, &value))
+    }
+
     fn drop(&mut self, _: Out) -> wasmtime::Result<()> {
         // Only ever lent (borrowed): there is nothing to free.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn annotations_keep_valid_fields_in_order_and_refuse_the_rest_with_the_reason() {
+        let mut a = Annotations::new(41);
+        assert_eq!(a.set("x_report".into(), r#"{"left":9}"#), Ok(()));
+        assert_eq!(a.set("x_cache".into(), r#""miss""#), Ok(()));
+        let refused = |a: &mut Annotations, name: &str, value: &str| {
+            a.set(name.into(), value).expect_err("refused")
+        };
+        assert!(refused(&mut a, "choices", "[]").contains("`choices` is a typed part"));
+        assert!(refused(&mut a, "", "1").contains("name is empty"));
+        assert!(refused(&mut a, "x", "{oops").contains("the value of `x` is not JSON text"));
+        // 8 + 10 + 7 + 6 = 31 bytes so far: `x_more` and 4 bytes reach 41, the limit; 5 do not fit.
+        assert!(refused(&mut a, "x_more", "12345").contains("over the plugin's output limit"));
+        assert_eq!(a.set("x_more".into(), "1234"), Ok(()));
+        assert_eq!(
+            a.into_fields(),
+            vec![
+                ("x_report".to_string(), json!({"left": 9})),
+                ("x_cache".to_string(), json!("miss")),
+                ("x_more".to_string(), json!(1234)),
+            ]
+        );
     }
 }

@@ -9,7 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{clock, context, kv, logging, types};
-use super::exchange::Lent;
+use super::exchange::{Annotations, Lent};
 use super::grants::Grants;
 use super::limits::MemoryLimiter;
 use super::output::GuestOutput;
@@ -30,6 +30,8 @@ pub(crate) struct HostState {
     pub(crate) request: Option<Arc<RequestContext>>,
     /// What the current hook call was lent (its `exchange` handle).
     pub(crate) lent: Lent,
+    /// The response fields the current post-hook call set through its lent outcome.
+    pub(crate) annotations: Annotations,
     pub(crate) limiter: MemoryLimiter,
     /// When the current call must end.
     pub(crate) deadline: Instant,
@@ -70,6 +72,7 @@ impl HostState {
             kv,
             request: None,
             lent: Lent::Nothing,
+            annotations: Annotations::default(),
             limiter: MemoryLimiter::new(memory_bytes),
             deadline: Instant::now(),
             deadline_hit: false,

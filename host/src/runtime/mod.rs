@@ -42,7 +42,7 @@ use host::HostState;
 /// The WIT package of the plugin world.
 pub const WORLD_PACKAGE: &str = "wasmgate:plugin";
 /// The version of the plugin world this gateway speaks (`wit/plugin.wit`).
-pub const WORLD_VERSION: &str = "0.5.0";
+pub const WORLD_VERSION: &str = "0.6.0";
 
 /// Process-wide runtime settings (per-plugin limits are in [`Limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

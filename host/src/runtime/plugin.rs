@@ -12,7 +12,7 @@ use super::Runtime;
 use super::bindings::{self, OutputSize, Plugin, PluginPre};
 use super::capacity::Permit;
 use super::epoch::Ticker;
-use super::exchange::{self, Lent};
+use super::exchange::{self, Annotations, Lent};
 use super::failure::{FailureKind, HookFailure};
 use super::grants::Grants;
 use super::host::HostState;
@@ -23,7 +23,8 @@ use crate::chat::ChatRequest;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::hooks::{
-    ChunkOutcome, Hook, HookSet, HttpRequest, Outcome, PreOutcome, StreamChunk, TransportOutcome,
+    ChunkOutcome, Hook, HookSet, HttpRequest, Outcome, PostDecision, PreOutcome, StreamChunk,
+    TransportOutcome,
 };
 
 /// How a plugin's instances are shared between requests.
@@ -535,23 +536,25 @@ impl LoadedPlugin {
         result
     }
 
-    /// Runs the post-hook on `instance`, lending it `outcome`: the outcome to go on with, or
-    /// `None` when the hook handed `outcome` on unchanged.
+    /// Runs the post-hook on `instance`, lending it `outcome`: what it handed on.
     pub async fn post_hook(
         &self,
         instance: &mut PluginInstance,
         ctx: &Arc<RequestContext>,
         outcome: &Arc<Outcome>,
-    ) -> Result<Option<Outcome>, HookFailure> {
+    ) -> Result<PostDecision, HookFailure> {
         let lent = Lent::Outcome(outcome.clone());
+        instance.store.data_mut().annotations = Annotations::new(instance.limits.output_bytes);
         let result = instance
             .call(Some(ctx), Hook::PostHook, async |p, s| {
                 s.data_mut().lent = lent;
                 p.call_post_hook(s, exchange::outcome_handle()).await
             })
             .await
-            .and_then(|o| {
-                bindings::outcome_from_wit(o).map_err(|why| instance.invalid(Hook::PostHook, why))
+            .and_then(|outcome| {
+                let annotations = std::mem::take(&mut instance.store.data_mut().annotations);
+                bindings::post_decision(outcome, annotations)
+                    .map_err(|why| instance.invalid(Hook::PostHook, why))
             });
         self.observe(Hook::PostHook, instance, &result);
         result

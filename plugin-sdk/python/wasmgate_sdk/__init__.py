@@ -419,8 +419,9 @@ class Outcome:
     """The outcome a post-hook is lent: a response or an error, as the post-hooks before this
     one left it. The cheap reads copy only what they return: :attr:`is_error`, :attr:`status`,
     :attr:`usage`, :attr:`model`, :attr:`text`, :attr:`finish_reason`, :attr:`error`.
-    :attr:`value` copies the whole response or error; change it and return the outcome (or
-    return :func:`Response` / :func:`Failed`) to go on with the change."""
+    :meth:`set_extra` adds a field to the response without copying it. :attr:`value` copies the
+    whole response or error; change it and return the outcome (or return :func:`Response` /
+    :func:`Failed`) to go on with the change."""
 
     def __init__(self, handle):
         self._handle = handle
@@ -471,6 +472,18 @@ class Outcome:
         if self._whole is None:
             self._whole = self._handle.get()
         return self._whole
+
+    def set_extra(self, key, value):
+        """Sets top-level field ``key`` of the response body to ``value`` (anything
+        ``json.dumps`` takes) without copying the response: ``outcome.set_extra("x_cache",
+        "miss")`` then ``return None``. The field is set on whatever response the hook hands on,
+        the lent one or one it returns; it is dropped if the hook returns an error. Raises
+        :class:`PluginError` for an error outcome, for a field the response types itself
+        (``id``, ``created``, ``model``, ``choices``, ``usage``) and past the output limit."""
+        try:
+            self._handle.set_extra(key, json.dumps(value, separators=(",", ":")))
+        except componentize_py_types.Err as e:
+            raise PluginError(str(e.value)) from None
 
 
 class Plugin:

@@ -321,8 +321,8 @@ async fn hostile_inits_and_unloadable_components_are_refused_at_load() {
         (
             "future-world",
             &[
-                "built against wasmgate:plugin@0.6.0",
-                "speaks wasmgate:plugin@0.5.0",
+                "built against wasmgate:plugin@0.7.0",
+                "speaks wasmgate:plugin@0.6.0",
                 "newer plugin world",
             ],
         ),
@@ -330,7 +330,7 @@ async fn hostile_inits_and_unloadable_components_are_refused_at_load() {
             "past-world",
             &[
                 "built against wasmgate:plugin@0.1.0",
-                "speaks wasmgate:plugin@0.5.0",
+                "speaks wasmgate:plugin@0.6.0",
                 "older plugin world",
             ],
         ),

@@ -234,6 +234,24 @@ async fn the_c_port_of_scripted_follows_the_pipeline_rules() {
     );
     gw.stop().await;
 
+    let gw = TestGateway::with_plugins(vec![c("A", json!({"post": "annotate"}))]).await;
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["annotated_by"], "A",
+        "set through the lent outcome: {body}"
+    );
+    assert_eq!(body["typed_refused"], true, "{body}");
+    assert_eq!(body["model"], "echo", "{body}");
+    let (status, body) = gw.chat(&chat_body("mock/fail-503", "hi")).await;
+    assert_eq!(status, 500, "a failed post-hook: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("annotate refused: the outcome is an error"),
+        "{body}"
+    );
+    gw.stop().await;
+
     let gw = TestGateway::with_plugins(vec![c("A", json!({"pre": "error"}))]).await;
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 500, "{body}");

@@ -10,7 +10,11 @@
  * | `tag`       | (required) names the plugin in the trace                   |
  * | `transport` | `pass`, `error`                                            |
  * | `pre`       | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error` |
- * | `post`      | `pass`, `keep`, `to-error`, `error`                        |
+ * | `post`      | `pass`, `keep`, `to-error`, `error`, `annotate`            |
+ *
+ * `annotate` sets the body field `annotated_by: <tag>` through the lent outcome
+ * (wg_outcome_set_extra) and `typed_refused: true` when setting `model` that way was refused, then
+ * hands the outcome on unchanged; on an error outcome it fails with `annotate refused: <why>`.
  */
 #include "wasmgate.h"
 
@@ -35,7 +39,7 @@ static bool one_of(const char *value, const char *const *allowed) {
 bool exports_plugin_init(plugin_string_t *text, plugin_string_t *err) {
   static const char *const transport[] = {"pass", "error", 0};
   static const char *const pre[] = {"continue", "pass", "respond", "fail", "fail-no-fallbacks", "error", 0};
-  static const char *const post[] = {"pass", "keep", "to-error", "error", 0};
+  static const char *const post[] = {"pass", "keep", "to-error", "error", "annotate", 0};
   bool ok = wg_config_strings(text, names, config, FIELDS, err);
   plugin_string_free(text);
   if (!ok) return false;
@@ -148,6 +152,22 @@ bool exports_plugin_post_hook(plugin_borrow_outcome_t lent, plugin_option_post_o
   wg_outcome_get(lent, &whole);
   const char *post = config[POST], *tag = config[TAG];
   trace_hook("post", trace, sizeof trace);
+  if (strcmp(post, "annotate") == 0) {
+    wg_outcome_free(outcome);
+    char json[160], reason[512];
+    plugin_string_t quoted = wg_fmt("\"%s\"", tag), why;
+    wg_cstr(&quoted, json, sizeof json);
+    plugin_string_free(&quoted);
+    int typed_set = wg_outcome_set_extra(lent, "model", "\"not a typed field\"", NULL);
+    if (!wg_outcome_set_extra(lent, "annotated_by", json, &why)) {
+      wg_cstr(&why, reason, sizeof reason);
+      plugin_string_free(&why);
+      return wg_fail(err, "annotate refused: %s", reason);
+    }
+    wg_outcome_set_extra(lent, "typed_refused", typed_set ? "false" : "true", NULL);
+    ret->is_some = false; /* handed on with the fields set, nothing copied back */
+    return true;
+  }
   if (strcmp(post, "keep") == 0) {
     wg_outcome_free(outcome);
     ret->is_some = false; /* handed on unchanged, the trace not written */

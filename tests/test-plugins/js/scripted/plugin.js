@@ -17,7 +17,7 @@ import {
 const ACTIONS = {
   transport: ['pass', ['pass', 'error', 'trap', 'loop'], ['rewrite-header:', 'respond:']],
   pre: ['continue', ['continue', 'pass', 'respond', 'fail', 'fail-no-fallbacks', 'error', 'trap', 'loop'], ['set-model:', 'sleep-ms:']],
-  post: ['pass', ['pass', 'keep', 'recover', 'to-error', 'error', 'trap', 'loop'], []],
+  post: ['pass', ['pass', 'keep', 'recover', 'to-error', 'error', 'trap', 'loop', 'annotate'], []],
   init: ['ok', ['ok', 'fail', 'trap'], []],
   cleanup: ['ok', ['ok', 'trap', 'loop'], []],
   on_error: ['pass', ['pass', 'mask', 'error', 'trap'], []],
@@ -136,6 +136,7 @@ class Scripted extends Plugin {
     const what = this.actions.post;
     this.common(what);
     if (what.name === 'keep') return Keep();
+    if (what.name === 'annotate') return this.annotate(outcome);
     if (what.name === 'recover' && outcome.tag === 'error') {
       outcome = Response(assistantText(this.last[0], this.last[1], `recovered by ${this.tag}`));
     } else if (what.name === 'to-error' && outcome.tag === 'response') {
@@ -145,6 +146,25 @@ class Scripted extends Plugin {
     if (outcome.tag === 'response') setExtra(outcome.val, 'trace', trace);
     else outcome.val.code = `trace:${trace}`;
     return outcome;
+  }
+
+  /** Sets `annotated_by` and `typed_refusal` through the lent outcome (see the Rust plugin). */
+  annotate(outcome) {
+    let refused = null;
+    try {
+      outcome.setExtra('model', 'not a typed field');
+    } catch (e) {
+      refused = e.message;
+    }
+    try {
+      outcome.setExtra('annotated_by', this.tag);
+    } catch (e) {
+      const err = outcome.error;
+      err.message = `annotate refused: ${e.message}`;
+      return Failed(err);
+    }
+    outcome.setExtra('typed_refusal', refused);
+    return Keep();
   }
 
   streamChunk(ctx, chunk) {

@@ -10,7 +10,7 @@ outcome (a response's body field `trace`, an error's code `trace:<trace>`). Supp
 | `tag`               | (required) names the plugin in the trace                               |
 | `transport`         | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
 | `pre`               | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `set-model:<model>`, `sleep-ms:<n>` |
-| `post`              | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`         |
+| `post`              | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`, `annotate` |
 | `pre_only_provider` | the pre action applies only to requests for this provider             |
 | `init`              | `ok`, `fail`, `trap` (`inits` counted in kv)                           |
 | `cleanup`           | `ok`, `trap`, `loop` (`cleanups` counted in kv)                        |
@@ -32,7 +32,8 @@ ACTIONS = {
     "transport": ("pass", ["pass", "error", "trap", "loop"], ["rewrite-header:", "respond:"]),
     "pre": ("continue", ["continue", "pass", "respond", "fail", "fail-no-fallbacks", "error", "trap",
                          "loop"], ["set-model:", "sleep-ms:"]),
-    "post": ("pass", ["pass", "keep", "recover", "to-error", "error", "trap", "loop"], []),
+    "post": ("pass", ["pass", "keep", "recover", "to-error", "error", "trap", "loop", "annotate"],
+             []),
     "init": ("ok", ["ok", "fail", "trap"], []),
     "cleanup": ("ok", ["ok", "trap", "loop"], []),
     "on_error": ("pass", ["pass", "mask", "error", "trap"], []),
@@ -147,6 +148,8 @@ class Scripted(Plugin):
         self.common(what)
         if what == "keep":
             return Keep()
+        if what == "annotate":
+            return self.annotate(outcome)
         is_error = not hasattr(outcome.value, "choices")
         if what == "recover" and is_error:
             outcome = Response(assistant_text(*self.last, f"recovered by {tag}"))
@@ -158,6 +161,22 @@ class Scripted(Plugin):
         else:
             outcome.value.code = f"trace:{trace}"
         return outcome
+
+    def annotate(self, outcome):
+        """Sets `annotated_by` and `typed_refusal` through the lent outcome (see the Rust plugin)."""
+        try:
+            outcome.set_extra("model", "not a typed field")
+            refused = None
+        except PluginError as e:
+            refused = str(e)
+        try:
+            outcome.set_extra("annotated_by", self.tag)
+        except PluginError as e:
+            err = outcome.error
+            err.message = f"annotate refused: {e}"
+            return Failed(err)
+        outcome.set_extra("typed_refusal", refused)
+        return Keep()
 
     def stream_chunk(self, ctx, chunk):
         if chunk.index == 0:

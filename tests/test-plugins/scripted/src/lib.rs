@@ -14,7 +14,7 @@
 //! | `tag`               | (required)   | any string, names this plugin in the trace                |
 //! | `transport`         | `"pass"`     | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
 //! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>`, `describe` |
-//! | `post`              | `"pass"`     | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`, `describe` |
+//! | `post`              | `"pass"`     | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`, `describe`, `annotate`, `annotate-then-pass` |
 //! | `pre_only_provider` | none         | the pre action applies only to requests for this provider |
 //! | `init`              | `"ok"`       | `ok`, `fail`, `trap`                                      |
 //! | `cleanup`           | `"ok"`       | `ok`, `trap`, `loop` (after counting `cleanups` in kv)    |
@@ -37,8 +37,13 @@
 //! `fail-at:<n>` ends the stream at chunk n with a 502 `stream cut by <tag>`. `describe` reads
 //! every part of the lent request (pre) or outcome (post) through its own accessor and answers
 //! with them as a JSON text (pre), or adds them to the response as the body field `described`
-//! or makes them an error's message (post), so a test sees what each accessor returned. The error stage
-//! appends `<tag>.error` to the trace, and the stream-chunk hook `<tag>.chunk` on chunk 0.
+//! or makes them an error's message (post), so a test sees what each accessor returned.
+//! `annotate` sets the body field `annotated_by: <tag>` through the lent outcome
+//! (`outcome.set-extra`), and `typed_refusal` to why setting `model` that way was refused, then
+//! hands the outcome on with `none`; on an error outcome it answers the error with message
+//! `annotate refused: <why>`. `annotate-then-pass` does the same, then goes on as `pass` does.
+//! The error stage appends `<tag>.error` to the trace, and the stream-chunk hook `<tag>.chunk`
+//! on chunk 0.
 
 use core::hint::black_box;
 
@@ -168,6 +173,10 @@ pub enum Post {
     Loop,
     /// Add every part of the lent outcome, each read with its own accessor, as `described`.
     Describe,
+    /// Set the field `annotated_by` through the lent outcome and hand it on with `none`.
+    Annotate,
+    /// Set `annotated_by` through the lent outcome, then go on as `pass` does.
+    AnnotateThenPass,
 }
 
 /// Error stage actions.
@@ -357,10 +366,13 @@ impl TryFrom<String> for Post {
             "trap" => Post::Trap,
             "loop" => Post::Loop,
             "describe" => Post::Describe,
+            "annotate" => Post::Annotate,
+            "annotate-then-pass" => Post::AnnotateThenPass,
             _ => {
                 return Err(unknown(
                     &s,
-                    "pass, keep, recover, to-error, error, trap, loop, describe",
+                    "pass, keep, recover, to-error, error, trap, loop, describe, annotate, \
+                     annotate-then-pass",
                 ));
             }
         })
@@ -521,8 +533,23 @@ impl Plugin for Scripted {
     fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         let trace = self.trace(ctx, "post");
         let tag = self.tag();
+        if matches!(self.config.post, Post::Annotate | Post::AnnotateThenPass) {
+            let refused = outcome.set_extra("model", "not a typed field").err();
+            if let Err(why) = outcome.set_extra("annotated_by", tag) {
+                // An error outcome: say why in the error's message.
+                let err = outcome
+                    .error()
+                    .unwrap_or_else(|| GatewayError::new(500, ""));
+                return Ok(Some(PostOutcome::Error(GatewayError {
+                    message: format!("annotate refused: {why}"),
+                    ..err
+                })));
+            }
+            outcome.set_extra("typed_refusal", refused)?;
+        }
         let outcome = match (&self.config.post, outcome.to_outcome()) {
-            (Post::Keep, _) => return Ok(None),
+            (Post::Keep | Post::Annotate, _) => return Ok(None),
+            (Post::AnnotateThenPass, outcome) => outcome,
             (Post::Pass, outcome) => outcome,
             (Post::Recover, PostOutcome::Error(_)) => {
                 let (provider, model) = self.last.clone().unwrap_or_default();
