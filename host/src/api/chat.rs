@@ -277,5 +277,5 @@ async fn serve(
         });
     }
     let response = pipeline.run(session, req).await?;
-    Ok(Served::Response(Json(response.to_json()).into_response()))
+    Ok(Served::Response(Json(response.body()).into_response()))
 }

@@ -12,7 +12,7 @@ use super::keys::KeyConfig;
 use super::retry::RetryConfig;
 use super::sse::SseEvents;
 use super::upstream::{Auth, Upstream, UpstreamConfig};
-use crate::chat::{ChatRequest, ChatResponse, Usage};
+use crate::chat::{ChatRequest, ChatResponse, Streaming, Usage};
 use crate::error::GatewayError;
 use crate::stream::{CHUNK_BUFFER, ChatStream, StreamChunk};
 
@@ -158,11 +158,7 @@ impl OpenAi {
     }
 
     pub(super) async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, GatewayError> {
-        let mut body = req.to_upstream_json();
-        if let Some(obj) = body.as_object_mut() {
-            obj.remove("stream");
-            obj.remove("stream_options");
-        }
+        let body = req.upstream_body(Streaming::Off);
         let response = self.upstream.send(&body).await?;
         let value = self.upstream.json(response).await?;
         ChatResponse::from_upstream_json(&self.upstream.name, value).map_err(|why| {
@@ -175,14 +171,7 @@ impl OpenAi {
     /// Streams a completion: the upstream's server-sent events are parsed as they arrive and
     /// handed on as chunks through a bounded channel (usage is asked for, so post-hooks see it).
     pub(super) async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, GatewayError> {
-        let mut body = req.to_upstream_json();
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("stream".into(), Value::Bool(true));
-            obj.insert(
-                "stream_options".into(),
-                serde_json::json!({"include_usage": true}),
-            );
-        }
+        let body = req.upstream_body(Streaming::WithUsage);
         let mut response = self.upstream.send(&body).await?;
         if response.status().as_u16() >= 400 {
             return Err(self.upstream.error_of(response).await);

@@ -119,7 +119,10 @@ impl Upstream {
     /// the provider's `retries` say (waiting as long as a `Retry-After` asks, within its cap);
     /// returns the last answer, whatever its status. The error names the provider and says
     /// whether it timed out. Timeouts are not retried: the upstream may still be working.
-    pub(super) async fn send(&self, body: &Value) -> Result<reqwest::Response, GatewayError> {
+    pub(super) async fn send(
+        &self,
+        body: &impl serde::Serialize,
+    ) -> Result<reqwest::Response, GatewayError> {
         // Bytes: a retry re-sends the same buffer without copying it.
         let body = bytes::Bytes::from(serde_json::to_vec(body).map_err(|e| {
             GatewayError::new(

@@ -2,9 +2,14 @@
 //! their lossless conversion from and to OpenAI JSON.
 //!
 //! Fields plugins need are typed; every other field stays in an `extra` JSON object, so a round
-//! trip (client -> plugins -> provider -> plugins -> client) loses nothing.
+//! trip (client -> plugins -> provider -> plugins -> client) loses nothing. Parsing is here; the
+//! bodies the gateway sends are written by [`body`].
 
-use serde_json::{Map, Value, json};
+mod body;
+
+use serde_json::{Map, Value};
+
+pub use body::{ResponseBody, Streaming, UpstreamBody};
 
 use crate::error::GatewayError;
 
@@ -202,22 +207,13 @@ impl Message {
     /// The OpenAI JSON of this message. Original content parts are kept unless `content` was
     /// changed, in which case the new text replaces them.
     pub fn to_json(&self) -> Value {
-        let mut obj = self.extra.clone();
-        let parts_unchanged = match obj.get("content") {
-            Some(Value::Array(parts)) => {
-                self.content.as_deref() == Some(join_text_parts(parts).as_str())
-            }
-            _ => false,
-        };
-        if !parts_unchanged {
-            obj.insert(
-                "content".into(),
-                self.content.clone().map_or(Value::Null, Value::String),
-            );
-        }
-        obj.insert("role".into(), Value::String(self.role.clone()));
-        Value::Object(obj)
+        to_value(&self.body())
     }
+}
+
+/// What a body serialises to as a value. It cannot fail: every map key is a string.
+fn to_value(body: &impl serde::Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 impl ChatRequest {
@@ -360,48 +356,10 @@ impl ChatRequest {
             .and_then(|m| m.content.as_deref())
     }
 
-    /// The OpenAI body to send upstream: the model without its provider prefix, and without
-    /// the gateway-only `fallbacks` field. The typed fields are authoritative: a copy of one in
-    /// `extra` (which a plugin could have put there) is dropped.
+    /// The OpenAI body to send upstream, as a value: [`Self::upstream_body`] with the stream
+    /// the client asked for.
     pub fn to_upstream_json(&self) -> Value {
-        let mut obj = self.extra.clone();
-        for typed in [
-            "fallbacks",
-            "stream",
-            "temperature",
-            "top_p",
-            "max_tokens",
-            "user",
-        ] {
-            obj.remove(typed);
-        }
-        obj.insert("model".into(), Value::String(self.model.clone()));
-        obj.insert(
-            "messages".into(),
-            Value::Array(self.messages.iter().map(Message::to_json).collect()),
-        );
-        if let Some(t) = self.temperature {
-            obj.insert("temperature".into(), json!(t));
-        }
-        if let Some(p) = self.top_p {
-            obj.insert("top_p".into(), json!(p));
-        }
-        let max_key = if obj.contains_key("max_completion_tokens") {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
-        match self.max_tokens {
-            Some(n) => obj.insert(max_key.into(), json!(n)),
-            None => obj.remove(max_key),
-        };
-        if self.stream {
-            obj.insert("stream".into(), Value::Bool(true));
-        }
-        if let Some(user) = &self.user {
-            obj.insert("user".into(), Value::String(user.clone()));
-        }
-        Value::Object(obj)
+        to_value(&self.upstream_body(Streaming::AsRequested))
     }
 }
 
@@ -437,36 +395,9 @@ impl ChatResponse {
         self.extra.extend(fields);
     }
 
-    /// The OpenAI JSON body sent to the client.
+    /// The OpenAI JSON body sent to the client, as a value ([`Self::body`]).
     pub fn to_json(&self) -> Value {
-        let mut obj = self.extra.clone();
-        obj.insert("id".into(), Value::String(self.id.clone()));
-        obj.entry("object")
-            .or_insert_with(|| Value::String("chat.completion".into()));
-        obj.insert("created".into(), json!(self.created));
-        obj.insert("model".into(), Value::String(self.model.clone()));
-        let choices = self
-            .choices
-            .iter()
-            .map(|c| {
-                let mut choice = c.extra.clone();
-                choice.insert("index".into(), json!(c.index));
-                choice.insert("message".into(), c.message.to_json());
-                choice.insert(
-                    "finish_reason".into(),
-                    c.finish_reason.clone().map_or(Value::Null, Value::String),
-                );
-                Value::Object(choice)
-            })
-            .collect();
-        obj.insert("choices".into(), Value::Array(choices));
-        if let Some(u) = self.usage {
-            obj.insert(
-                "usage".into(),
-                json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}),
-            );
-        }
-        Value::Object(obj)
+        to_value(&self.body())
     }
 
     /// Parses an upstream OpenAI chat completion body. The error says what is missing.
@@ -556,6 +487,8 @@ pub fn parse_extra(text: &str) -> Result<Extra, String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn parse(v: Value) -> Result<ChatRequest, GatewayError> {
