@@ -80,7 +80,14 @@ impl Anthropic {
                 timeout_ms: config.timeout_ms,
                 retries: config.retries,
                 auth: Auth::Anthropic {
-                    version: config.version.clone(),
+                    version: http::HeaderValue::try_from(config.version.as_str()).map_err(
+                        |_| {
+                            anyhow::anyhow!(
+                                "version {:?} is not a valid HTTP header value",
+                                config.version
+                            )
+                        },
+                    )?,
                 },
             },
         )?;

@@ -4,6 +4,7 @@
 //! `type`), and [`Providers`] routes a request by its provider key.
 
 mod anthropic;
+mod client;
 mod keys;
 mod mock;
 mod openai;

@@ -132,12 +132,11 @@ impl OpenAi {
                 timeout_ms: config.timeout_ms,
                 retries: config.retries,
                 auth: match &config.key_header {
-                    Some(name) => {
-                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    Some(name) => Auth::Header(
+                        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                             anyhow::anyhow!("key_header {name:?} is not a valid HTTP header name")
-                        })?;
-                        Auth::Header(name.clone())
-                    }
+                        })?,
+                    ),
                     None => Auth::Bearer,
                 },
             },

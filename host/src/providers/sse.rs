@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::client::Response;
 use crate::error::GatewayError;
 
 /// Largest server-sent event accepted from an upstream, in bytes.
@@ -20,7 +21,7 @@ impl SseEvents {
     /// The next event's JSON; none once `[DONE]` or the end of the body is reached.
     pub(super) async fn next(
         &mut self,
-        response: &mut reqwest::Response,
+        response: &mut Response,
         provider: &str,
     ) -> Result<Option<Value>, GatewayError> {
         let failed = |why: String| {

@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use http_body_util::Full;
 use serde_json::Value;
 
+use super::client::{CallError, Client, Response};
 use super::keys::{KeyConfig, KeyRing};
 use super::retry::{RetryConfig, retryable_status};
 use crate::error::GatewayError;
@@ -16,11 +20,11 @@ pub(super) enum Auth {
     /// `Authorization: Bearer <key>` (OpenAI and compatibles).
     Bearer,
     /// The bare key in a header of its own, e.g. Azure OpenAI's `api-key`.
-    Header(String),
+    Header(HeaderName),
     /// `x-api-key: <key>` and `anthropic-version` (the Anthropic Messages API).
     Anthropic {
         /// The API version header's value.
-        version: String,
+        version: HeaderValue,
     },
 }
 
@@ -29,11 +33,11 @@ pub(super) struct Upstream {
     /// The provider key, for messages.
     pub(super) name: String,
     /// The endpoint, parsed once (not on every request).
-    url: reqwest::Url,
+    uri: http::Uri,
     auth: Auth,
     keys: KeyRing,
     retries: RetryConfig,
-    client: reqwest::Client,
+    client: Client,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -41,7 +45,7 @@ impl std::fmt::Debug for Upstream {
         // The keys are never printed.
         f.debug_struct("Upstream")
             .field("name", &self.name)
-            .field("url", &self.url.as_str())
+            .field("uri", &self.uri)
             .finish_non_exhaustive()
     }
 }
@@ -95,23 +99,21 @@ impl Upstream {
             Some(query) => format!("{base}{}?{query}", config.path),
             None => format!("{base}{}", config.path),
         };
-        let url = reqwest::Url::parse(&url).map_err(|e| {
+        let uri: http::Uri = url.parse().map_err(|e| {
             anyhow::anyhow!("base_url {:?} is not a valid URL: {e}", config.base_url)
         })?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            // A redirect is answered as the upstream's error, never followed: following it
-            // would send the prompt (and, on the same host, the key) somewhere not configured.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| anyhow::anyhow!("building the HTTP client failed: {e}"))?;
+        if uri.host().is_none_or(str::is_empty) {
+            anyhow::bail!("base_url {:?} names no host", config.base_url);
+        }
         Ok(Self {
             name: name.to_string(),
-            url,
+            uri,
             auth: config.auth,
             keys,
             retries: config.retries,
-            client,
+            // A redirect is answered as the upstream's error, never followed: following it
+            // would send the prompt (and, on the same host, the key) somewhere not configured.
+            client: Client::new(Duration::from_millis(config.timeout_ms)),
         })
     }
 
@@ -122,9 +124,9 @@ impl Upstream {
     pub(super) async fn send(
         &self,
         body: &impl serde::Serialize,
-    ) -> Result<reqwest::Response, GatewayError> {
+    ) -> Result<Response, GatewayError> {
         // Bytes: a retry re-sends the same buffer without copying it.
-        let body = bytes::Bytes::from(serde_json::to_vec(body).map_err(|e| {
+        let body = Bytes::from(serde_json::to_vec(body).map_err(|e| {
             GatewayError::new(
                 500,
                 format!("encoding the request for `{}`: {e}", self.name),
@@ -132,30 +134,14 @@ impl Upstream {
         })?);
         let mut retry = 0;
         loop {
-            let mut call = self
-                .client
-                .post(self.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            match (&self.auth, self.keys.next()) {
-                (Auth::Bearer, Some(key)) => call = call.bearer_auth(key),
-                (Auth::Anthropic { version }, key) => {
-                    call = call.header("anthropic-version", version.as_str());
-                    if let Some(key) = key {
-                        call = call.header("x-api-key", key);
-                    }
-                }
-                (Auth::Header(name), Some(key)) => call = call.header(name.as_str(), key),
-                (Auth::Bearer | Auth::Header(_), None) => {}
-            }
-            let (wait, outcome) = match call.send().await {
+            let (wait, outcome) = match self.client.send(self.request(body.clone())?).await {
                 Ok(response) if response.status().is_redirection() => {
                     return Err(self.redirected(&response));
                 }
                 Ok(response) if retryable_status(response.status().as_u16()) => {
                     let retry_after = response
                         .headers()
-                        .get(reqwest::header::RETRY_AFTER)
+                        .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     (
@@ -164,7 +150,7 @@ impl Upstream {
                     )
                 }
                 Ok(response) => return Ok(response),
-                Err(e) if e.is_connect() => {
+                Err(e @ CallError::Connect(_)) => {
                     (self.retries.delay(retry, None), Err(self.unreachable(&e)))
                 }
                 Err(e) => return Err(self.unreachable(&e)),
@@ -188,11 +174,54 @@ impl Upstream {
         }
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> GatewayError {
-        let what = if e.is_timeout() {
-            "timed out"
-        } else {
-            "could not be reached"
+    /// One attempt's request: the body, its type and the next key, as the provider wants it.
+    fn request(&self, body: Bytes) -> Result<http::Request<Full<Bytes>>, GatewayError> {
+        let mut request = http::Request::post(self.uri.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| {
+                GatewayError::new(
+                    500,
+                    format!("building the request for `{}`: {e}", self.name),
+                )
+            })?;
+        let headers = request.headers_mut();
+        let mut secret = |name: HeaderName, value: String| -> Result<(), GatewayError> {
+            let mut value = HeaderValue::try_from(value).map_err(|_| {
+                GatewayError::new(
+                    500,
+                    format!(
+                        "a key of provider `{}` is not a valid HTTP header value; check its \
+                         environment variable",
+                        self.name
+                    ),
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+            Ok(())
+        };
+        match (&self.auth, self.keys.next()) {
+            (Auth::Bearer, Some(key)) => secret(AUTHORIZATION, format!("Bearer {key}"))?,
+            (Auth::Anthropic { version }, key) => {
+                if let Some(key) = key {
+                    secret(HeaderName::from_static("x-api-key"), key.to_string())?;
+                }
+                request.headers_mut().insert(
+                    HeaderName::from_static("anthropic-version"),
+                    version.clone(),
+                );
+            }
+            (Auth::Header(name), Some(key)) => secret(name.clone(), key.to_string())?,
+            (Auth::Bearer | Auth::Header(_), None) => {}
+        }
+        Ok(request)
+    }
+
+    fn unreachable(&self, e: &CallError) -> GatewayError {
+        let what = match e {
+            CallError::Timeout(_) => "timed out",
+            CallError::Connect(_) | CallError::Broken(_) => "could not be reached",
         };
         GatewayError::new(502, format!("provider `{}` {what}: {e}", self.name))
             .with_code("provider_unreachable")
@@ -237,10 +266,10 @@ impl Upstream {
     }
 
     /// The error for a redirect, which is not followed.
-    fn redirected(&self, response: &reqwest::Response) -> GatewayError {
+    fn redirected(&self, response: &Response) -> GatewayError {
         let to = response
             .headers()
-            .get(reqwest::header::LOCATION)
+            .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("nowhere given");
         self.bad_response(format!(
@@ -251,7 +280,7 @@ impl Upstream {
     }
 
     /// Reads a whole answer as JSON; an upstream error status becomes its gateway error.
-    pub(super) async fn json(&self, response: reqwest::Response) -> Result<Value, GatewayError> {
+    pub(super) async fn json(&self, response: Response) -> Result<Value, GatewayError> {
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| {
             GatewayError::new(
@@ -273,7 +302,7 @@ impl Upstream {
 
     /// The gateway error of an answer with an error status, its body read (for streams, whose
     /// success is read differently).
-    pub(super) async fn error_of(&self, response: reqwest::Response) -> GatewayError {
+    pub(super) async fn error_of(&self, response: Response) -> GatewayError {
         let status = response.status().as_u16();
         let body = response.bytes().await.unwrap_or_default();
         let value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -1,8 +1,9 @@
 //! Upstream retries: rate limits, server errors and connection failures are retried as the
 //! provider's `retries` say, waiting as long as a `Retry-After` asks within its cap; client
 //! errors are not; once the retries are spent the request goes on to its fallbacks; redirects
-//! are reported, not followed. Every test counts the calls the fake upstream received rather
-//! than timing anything.
+//! are reported, not followed; keys go out in the header each provider is configured with; a
+//! provider's `timeout_ms` ends a call that gets no answer. The tests count the calls the fake
+//! upstream received rather than timing anything.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -207,5 +208,93 @@ async fn a_redirect_is_reported_not_followed() {
         "{message}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn keys_are_presented_as_each_provider_is_configured_to() {
+    // The key is read from an environment variable at start; HOME is one every test run has.
+    let key = std::env::var("HOME").expect("HOME is set");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let record = seen.clone();
+    let upstream = fake_upstream(move |headers: HeaderMap, Json(req): Json<Value>| {
+        let record = record.clone();
+        async move {
+            for name in ["authorization", "api-key"] {
+                if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                    record
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((name.to_string(), value.to_string()));
+                }
+            }
+            Json(json!({
+                "id": "chatcmpl-up", "object": "chat.completion", "created": 1,
+                "model": req["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "ok"}}],
+            }))
+        }
+    })
+    .await;
+    let gw = TestGateway::start_with(|config| {
+        for (name, extra) in [
+            ("bearer", json!({})),
+            ("azure", json!({"key_header": "api-key"})),
+        ] {
+            let mut provider = json!({"type": "openai", "base_url": format!("http://{upstream}/v1"),
+                                      "api_key_env": "HOME"});
+            if let (Some(p), Some(e)) = (provider.as_object_mut(), extra.as_object()) {
+                p.extend(e.clone());
+            }
+            config.providers.insert(
+                name.into(),
+                serde_json::from_value(provider).expect("provider config"),
+            );
+        }
+    })
+    .await;
+    for target in ["bearer/m", "azure/m"] {
+        let (status, body) = gw.chat(&chat_body(target, "hi")).await;
+        assert_eq!(status, 200, "{target}: {body}");
+    }
+    assert_eq!(
+        *seen.lock().unwrap_or_else(|p| p.into_inner()),
+        vec![
+            ("authorization".to_string(), format!("Bearer {key}")),
+            ("api-key".to_string(), key),
+        ]
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_is_named() {
+    let upstream = fake_upstream(|| async {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        StatusCode::OK
+    })
+    .await;
+    let gw = TestGateway::start_with(|config| {
+        config.providers.insert(
+            "up".into(),
+            serde_json::from_value(json!({
+                "type": "openai",
+                "base_url": format!("http://{upstream}/v1"),
+                "timeout_ms": 200,
+                "retries": {"max": 0},
+            }))
+            .expect("provider config"),
+        );
+    })
+    .await;
+    let (status, body) = gw.chat(&chat_body("up/m", "hi")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "provider_unreachable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("provider `up` timed out: no complete answer within 200ms"),
+        "{body}"
+    );
     gw.stop().await;
 }
