@@ -51,7 +51,13 @@ impl<'a> Request<'a> {
 
     /// The `provider/model` address.
     pub fn target(&self) -> String {
-        format!("{}/{}", self.provider(), self.model())
+        // Concatenated rather than formatted: `format!` is dear in wasm.
+        let (provider, model) = (self.provider(), self.model());
+        let mut target = String::with_capacity(provider.len() + 1 + model.len());
+        target.push_str(provider);
+        target.push('/');
+        target.push_str(model);
+        target
     }
 
     /// The conversation so far (the most expensive part to read: every message is copied).

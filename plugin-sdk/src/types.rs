@@ -220,7 +220,7 @@ fn set_extra(extra: &mut String, key: &str, value: impl Serialize) -> Result<()>
     };
     let value = serde_json::to_value(value).map_err(|e| format!("cannot serialise {key}: {e}"))?;
     map.insert(key.to_owned(), value);
-    *extra = Value::Object(map).to_string();
+    *extra = serde_json::to_string(&map).map_err(|e| format!("cannot serialise extra: {e}"))?;
     Ok(())
 }
 

@@ -48,38 +48,49 @@ impl Record {
         }
     }
 
-    /// `{"key":value,...}` in field order.
+    /// `{"key":value,...}` in field order, written into one buffer.
     fn to_json(&self) -> String {
-        let mut out = String::from("{");
+        let mut out = Vec::with_capacity(64 * self.fields.len());
+        out.push(b'{');
         for (i, (key, value)) in self.fields.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&Value::from(*key).to_string());
-            out.push(':');
-            out.push_str(&value.to_string());
+            json_into(&mut out, key);
+            out.push(b':');
+            json_into(&mut out, value);
         }
-        out.push('}');
-        out
+        out.push(b'}');
+        into_text(out)
     }
 
-    /// `key=value key=value` in field order.
+    /// `key=value key=value` in field order, written into one buffer.
     fn to_kv(&self) -> String {
-        let mut out = String::new();
+        let mut out = Vec::with_capacity(48 * self.fields.len());
         for (key, value) in &self.fields {
             if !out.is_empty() {
-                out.push(' ');
+                out.push(b' ');
             }
-            out.push_str(key);
-            out.push('=');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'=');
             match value {
-                Value::String(s) if needs_quotes(s) => out.push_str(&value.to_string()),
-                Value::String(s) => out.push_str(s),
-                other => out.push_str(&other.to_string()),
+                Value::String(s) if !needs_quotes(s) => out.extend_from_slice(s.as_bytes()),
+                other => json_into(&mut out, other),
             }
         }
-        out
+        into_text(out)
     }
+}
+
+/// Appends the JSON text of `value` to `out`.
+fn json_into(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    // Writing a string or a JSON value into a Vec cannot fail.
+    let _ = wasmgate_sdk::serde_json::to_writer(out, value);
+}
+
+/// The text written into `out`: always UTF-8, since only JSON and UTF-8 strings went in.
+fn into_text(out: Vec<u8>) -> String {
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Whether a logfmt value must be quoted to read back unambiguously.
