@@ -87,77 +87,104 @@ fn without_delivery(mut extra: Value) -> Value {
     extra
 }
 
-/// The kv key for a request: `v1:` and the hex SHA-256 of a canonical JSON document of every
-/// field that determines the answer. Object keys are sorted at every level, so the order in which
-/// a client wrote its fields does not matter. `stream`, `stream_options` (how the answer is
+/// The kv key for a request: `v2:` and the hex SHA-256 of every field that determines the
+/// answer, each framed by its length (or a present/absent tag), so no two requests share an
+/// input: provider, model, temperature, top_p, max_tokens, every message (role, text, extra
+/// fields) and the other body fields. Texts go into the hash as they are; only the `extra`
+/// objects are written as canonical JSON (keys sorted at every level), so the order in which a
+/// client wrote its fields does not matter. `stream`, `stream_options` (how the answer is
 /// delivered, not what it is), `user` and `fallbacks` do not take part.
 pub fn cache_key(req: &ChatRequest) -> String {
-    // The canonical document is streamed into the hash as it is written: no JSON tree of the
-    // request and no copy of its messages are built (this runs on every request).
-    let mut doc = Canonical(Sha256::new());
-    doc.raw("{\"extra\":");
-    doc.value(&without_delivery(parse_extra(&req.extra)));
-    doc.raw(",\"max_tokens\":");
-    doc.json(&req.max_tokens);
-    doc.raw(",\"messages\":[");
-    for (i, m) in req.messages.iter().enumerate() {
-        doc.raw(if i == 0 {
-            "{\"content\":"
-        } else {
-            ",{\"content\":"
-        });
-        doc.json(&m.content);
-        doc.raw(",\"extra\":");
-        match m.extra.as_deref() {
-            Some(extra) => doc.value(&parse_extra(extra)),
-            None => doc.raw("null"),
-        }
-        doc.raw(",\"role\":");
-        doc.json(&m.role);
-        doc.raw("}");
+    // Nothing is escaped or copied on the way: the texts, most of a request, are hashed as they
+    // are (escaping them as JSON cost as much as hashing them, in wasm).
+    let mut key = KeyHash(Sha256::new());
+    key.text("wasmgate-cache/v2");
+    key.text(&req.provider);
+    key.text(&req.model);
+    key.number(req.temperature.map(f64::to_bits));
+    key.number(req.top_p.map(f64::to_bits));
+    key.number(req.max_tokens.map(u64::from));
+    key.count(req.messages.len());
+    for m in &req.messages {
+        key.text(&m.role);
+        key.opt_text(m.content.as_deref());
+        key.opt_json(m.extra.as_deref().map(parse_extra).as_ref());
     }
-    doc.raw("],\"model\":");
-    doc.json(&req.model);
-    doc.raw(",\"provider\":");
-    doc.json(&req.provider);
-    doc.raw(",\"temperature\":");
-    doc.json(&req.temperature);
-    doc.raw(",\"top_p\":");
-    doc.json(&req.top_p);
-    doc.raw("}");
-    let digest = doc.0.finalize();
-    let mut key = String::with_capacity(3 + 64);
-    key.push_str("v1:");
+    key.opt_json(Some(&without_delivery(parse_extra(&req.extra))));
+    let digest = key.0.finalize();
+    let mut text = String::with_capacity(3 + 64);
+    text.push_str("v2:");
     for byte in digest {
-        key.push(char::from(HEX[usize::from(byte >> 4)]));
-        key.push(char::from(HEX[usize::from(byte & 0xf)]));
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
-    key
+    text
 }
 
-/// Canonical JSON text (object keys sorted at every level) fed straight into a SHA-256.
-struct Canonical(Sha256);
+/// The hash of a key's fields, each framed so that its end is unambiguous.
+struct KeyHash(Sha256);
 
-impl std::io::Write for Canonical {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
+impl KeyHash {
+    /// A length, as 8 little-endian bytes.
+    fn count(&mut self, n: usize) {
+        self.0.update((n as u64).to_le_bytes());
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// A text: its length, then its bytes.
+    fn text(&mut self, text: &str) {
+        self.count(text.len());
+        self.0.update(text.as_bytes());
+    }
+
+    /// `0` when absent; `1` and the text when present.
+    fn opt_text(&mut self, text: Option<&str>) {
+        match text {
+            None => self.0.update([0]),
+            Some(text) => {
+                self.0.update([1]);
+                self.text(text);
+            }
+        }
+    }
+
+    /// `0` when absent; `1` and the 8 little-endian bytes when present.
+    fn number(&mut self, n: Option<u64>) {
+        match n {
+            None => self.0.update([0]),
+            Some(n) => {
+                self.0.update([1]);
+                self.0.update(n.to_le_bytes());
+            }
+        }
+    }
+
+    /// `0` when absent; `1` and the value's canonical JSON text when present.
+    fn opt_json(&mut self, value: Option<&Value>) {
+        match value {
+            None => self.0.update([0]),
+            Some(value) => {
+                let mut doc = Canonical(Vec::new());
+                doc.value(value);
+                self.0.update([1]);
+                self.count(doc.0.len());
+                self.0.update(&doc.0);
+            }
+        }
     }
 }
+
+/// Canonical JSON text: object keys sorted at every level.
+struct Canonical(Vec<u8>);
 
 impl Canonical {
     fn raw(&mut self, text: &str) {
-        self.0.update(text.as_bytes());
+        self.0.extend_from_slice(text.as_bytes());
     }
 
     /// A string, number, option or other value with no object inside, as serde_json writes it.
     fn json(&mut self, value: &impl serde::Serialize) {
-        // Writing into a hash cannot fail, and these types always serialize.
-        let _ = serde_json::to_writer(&mut *self, value);
+        // Writing into a Vec cannot fail, and these types always serialize.
+        let _ = serde_json::to_writer(&mut self.0, value);
     }
 
     /// Any JSON value, with the keys of its objects sorted.
@@ -310,11 +337,11 @@ mod tests {
 
     #[test]
     fn key_is_stable() {
-        // Golden value (cross-checked with Python: sha256 of json.dumps(doc, sort_keys=True,
-        // separators=(",", ":"))). If it changes, stored entries no longer match: bump `v1:`.
+        // Golden value (cross-checked with Python: hashlib.sha256 over the same framing, built
+        // with struct.pack). If it changes, stored entries no longer match: bump `v2:`.
         assert_eq!(
             cache_key(&request()),
-            "v1:8200882f619eaf94df49a051299f9809700d682eef8953dbad5f3d0f2cf3c477"
+            "v2:abc577a00a56dcfb08e035aad36390164d78c22c0b592ded18cce177d8ae6dc7"
         );
     }
 
