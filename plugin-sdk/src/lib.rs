@@ -45,6 +45,8 @@
 //! - [`Ctx`], the per-request context handed to every hook (request id, headers, values shared
 //!   between plugins);
 //! - [`kv`], state that outlives a request, with JSON helpers;
+//! - [`digest::sha256`], computed by the gateway natively (hashing in wasm costs several times
+//!   as much);
 //! - logging macros ([`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`]) writing to the
 //!   gateway's log, and [`now_ms`];
 //! - [`parse_config`], which turns the JSON config into your type with errors naming the bad
@@ -69,6 +71,7 @@ pub mod bindings;
 
 mod config;
 mod ctx;
+pub mod digest;
 #[doc(hidden)]
 pub mod export;
 pub mod kv;

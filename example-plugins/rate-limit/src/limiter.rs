@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::{KeyPart, Missing, Rule, Settings};
 
@@ -93,10 +92,10 @@ fn describe_missing(part: &KeyPart, virtual_key_header: &str) -> String {
 /// present one). Hashing keeps kv keys short, free of separators a header could inject, and
 /// free of the secrets (API keys) some headers carry.
 pub fn bucket(rule: &Rule, values: &[Option<String>]) -> String {
-    let mut hash = Sha256::new();
+    let mut input = Vec::with_capacity(128);
     let mut field = |bytes: &[u8]| {
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(bytes);
+        input.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        input.extend_from_slice(bytes);
     };
     field(b"rate-limit/v1");
     field(rule.name.as_bytes());
@@ -110,7 +109,8 @@ pub fn bucket(rule: &Rule, values: &[Option<String>]) -> String {
             None => field(b"-"),
         }
     }
-    let digest = hash.finalize();
+    // Hashed by the gateway, natively: several times cheaper than SHA-256 in wasm.
+    let digest = wasmgate_sdk::digest::sha256(&input);
     let mut hex = String::with_capacity(32);
     for byte in &digest[..16] {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));

@@ -36,7 +36,9 @@ mod generated {
     });
 }
 
-pub(crate) use generated::wasmgate::plugin::{clock, context, exchange, kv, logging, types};
+pub(crate) use generated::wasmgate::plugin::{
+    clock, context, digest, exchange, kv, logging, types,
+};
 pub(crate) use generated::{Plugin, PluginPre};
 use types::Hooks;
 

@@ -1,14 +1,15 @@
 //! What the gateway lends a plugin: the per-instance store state and the host imports
-//! (logging, clock, request context, key-value store), plus a locked-down WASI. The lent request
+//! (logging, clock, digests, request context, key-value store), plus a locked-down WASI. The lent request
 //! and outcome are read in `exchange`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sha2::{Digest as _, Sha256};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{clock, context, kv, logging, types};
+use super::bindings::{clock, context, digest, kv, logging, types};
 use super::exchange::{Annotations, Lent};
 use super::grants::Grants;
 use super::limits::MemoryLimiter;
@@ -171,6 +172,13 @@ impl logging::Host for HostState {
             }
         }
         Ok(())
+    }
+}
+
+impl digest::Host for HostState {
+    fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        self.enter("digest.sha256")?;
+        Ok(Sha256::digest(&data).to_vec())
     }
 }
 
