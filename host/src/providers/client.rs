@@ -49,11 +49,16 @@ impl fmt::Display for CallError {
 impl Client {
     /// A client whose calls end after `timeout`, answer included.
     pub(super) fn new(timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        // No Nagle delay on small writes (what reqwest set too).
+        http.set_nodelay(true);
+        // The scheme is the TLS connector's to check: it wraps this one.
+        http.enforce_http(false);
         let https = HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let pool = Pool::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(IDLE_TIMEOUT)

@@ -98,8 +98,8 @@ fn run(shared: &Weak<Shared>) {
         }
         if idle_ticks > LINGER_TICKS {
             drop(strong);
-            idle_ticks = 0;
-            // Woken by the next call; the timeout only notices a runtime that went away.
+            // Woken by the next call; the timeout only notices a runtime that went away. Still
+            // idle after it: park again at once rather than lingering (and ticking) anew.
             thread::park_timeout(Duration::from_secs(1));
             continue;
         }
