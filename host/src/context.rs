@@ -77,13 +77,31 @@ impl GatewayValue {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// `req-<boot>-<n>`, both in lower-case hex of at least 8 digits (what `format!("req-{boot:08x}-
+/// {n:08x}")` writes, without its padding machinery: this runs on every request).
+fn request_id(boot: u32, n: u64) -> String {
+    fn hex(out: &mut String, value: u64) {
+        let digits = (16 - value.leading_zeros() as usize / 4).max(8);
+        for shift in (0..digits).rev() {
+            let nibble = (value >> (shift * 4)) & 0xf;
+            out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+        }
+    }
+    let mut id = String::with_capacity(4 + 8 + 1 + 16);
+    id.push_str("req-");
+    hex(&mut id, u64::from(boot));
+    id.push('-');
+    hex(&mut id, n);
+    id
+}
+
 impl RequestContext {
     /// A context for a new request with the given headers (names lower-case).
     pub fn new(headers: Headers) -> Self {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let boot = *BOOT_TAG;
         Self {
-            id: format!("req-{boot:08x}-{n:08x}"),
+            id: request_id(boot, n),
             headers: Mutex::new(headers),
             values: Mutex::new(Values::default()),
         }
@@ -196,6 +214,19 @@ static BOOT_TAG: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_what_the_padded_format_writes() {
+        for (boot, n) in [
+            (0, 0),
+            (0xab, 1),
+            (u32::MAX, 0xffff_ffff),
+            (7, 0x1_0000_0000),
+            (1, u64::MAX),
+        ] {
+            assert_eq!(request_id(boot, n), format!("req-{boot:08x}-{n:08x}"));
+        }
+    }
 
     #[test]
     fn headers_are_case_insensitive_and_values_bounded() {
