@@ -3,7 +3,7 @@
 //!
 //! Fields plugins need are typed; every other field stays in an `extra` JSON object, so a round
 //! trip (client -> plugins -> provider -> plugins -> client) loses nothing. Parsing is here; the
-//! bodies the gateway sends are written by [`body`].
+//! bodies the gateway sends are written by `body.rs` ([`UpstreamBody`], [`ResponseBody`]).
 
 mod body;
 
