@@ -22,14 +22,15 @@ fn one() -> u32 {
     1
 }
 
-/// The keys of one provider and the rotation state.
-pub struct KeyRing {
-    keys: Vec<(String, u32)>,
+/// The keys of one provider (as read, or as [`KeyRing::try_map`] made them ready to send) and
+/// the rotation state.
+pub struct KeyRing<K = String> {
+    keys: Vec<(K, u32)>,
     /// Smooth weighted round-robin: current weight per key.
     current: Mutex<Vec<i64>>,
 }
 
-impl std::fmt::Debug for KeyRing {
+impl<K> std::fmt::Debug for KeyRing<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "KeyRing({} keys)", self.keys.len())
     }
@@ -60,10 +61,27 @@ impl KeyRing {
         })
     }
 
+    /// The keys turned by `f` (given each key's position in the config and the key), in the
+    /// same rotation: done once, so a call only picks one.
+    pub fn try_map<T>(
+        self,
+        mut f: impl FnMut(usize, String) -> anyhow::Result<T>,
+    ) -> anyhow::Result<KeyRing<T>> {
+        let keys = (self.keys.into_iter().enumerate())
+            .map(|(i, (key, weight))| Ok((f(i, key)?, weight)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(KeyRing {
+            keys,
+            current: self.current,
+        })
+    }
+}
+
+impl<K> KeyRing<K> {
     /// The key for the next call.
-    pub fn next(&self) -> Option<&str> {
+    pub fn next(&self) -> Option<&K> {
         if self.keys.len() <= 1 {
-            return self.keys.first().map(|(k, _)| k.as_str());
+            return self.keys.first().map(|(k, _)| k);
         }
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let total: i64 = self.keys.iter().map(|(_, w)| i64::from(*w)).sum();
@@ -75,7 +93,7 @@ impl KeyRing {
             }
         }
         current[best] -= total;
-        Some(self.keys[best].0.as_str())
+        Some(&self.keys[best].0)
     }
 }
 
@@ -93,7 +111,7 @@ mod tests {
     #[test]
     fn keys_are_used_in_proportion_to_their_weights_and_spread_out() {
         let keys = ring(&[("a", 3), ("b", 1)]);
-        let picks: Vec<&str> = (0..8).map(|_| keys.next().unwrap()).collect();
+        let picks: Vec<&str> = (0..8).map(|_| keys.next().unwrap().as_str()).collect();
         assert_eq!(picks.iter().filter(|k| **k == "a").count(), 6);
         assert_eq!(picks.iter().filter(|k| **k == "b").count(), 2);
         // Never two b's in a row, and b comes once in every four calls.
@@ -102,7 +120,10 @@ mod tests {
 
     #[test]
     fn one_key_or_none() {
-        assert_eq!(ring(&[("only", 5)]).next(), Some("only"));
+        assert_eq!(
+            ring(&[("only", 5)]).next().map(String::as_str),
+            Some("only")
+        );
         assert_eq!(ring(&[]).next(), None);
     }
 

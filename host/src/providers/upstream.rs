@@ -34,8 +34,11 @@ pub(super) struct Upstream {
     pub(super) name: String,
     /// The endpoint, parsed once (not on every request).
     uri: http::Uri,
-    auth: Auth,
-    keys: KeyRing,
+    /// The header the key goes in, and the keys as that header's (sensitive) values.
+    key_header: HeaderName,
+    keys: KeyRing<HeaderValue>,
+    /// A header every call carries (Anthropic's API version).
+    fixed_header: Option<(HeaderName, HeaderValue)>,
     retries: RetryConfig,
     client: Client,
 }
@@ -94,7 +97,28 @@ impl Upstream {
                 },
             );
         }
-        let keys = KeyRing::from_env(&key_configs)?;
+        let (key_header, bearer, fixed_header) = match config.auth {
+            Auth::Bearer => (AUTHORIZATION, true, None),
+            Auth::Header(name) => (name, false, None),
+            Auth::Anthropic { version } => (
+                HeaderName::from_static("x-api-key"),
+                false,
+                Some((HeaderName::from_static("anthropic-version"), version)),
+            ),
+        };
+        // Each key becomes its header value once, here: a key no header can carry stops the
+        // gateway at startup, naming its variable.
+        let keys = KeyRing::from_env(&key_configs)?.try_map(|i, key| {
+            let text = if bearer { format!("Bearer {key}") } else { key };
+            let mut value = HeaderValue::try_from(text).map_err(|_| {
+                anyhow::anyhow!(
+                    "the API key in `{}` is not a valid HTTP header value; check the variable",
+                    key_configs[i].env
+                )
+            })?;
+            value.set_sensitive(true);
+            Ok(value)
+        })?;
         let url = match query {
             Some(query) => format!("{base}{}?{query}", config.path),
             None => format!("{base}{}", config.path),
@@ -108,8 +132,9 @@ impl Upstream {
         Ok(Self {
             name: name.to_string(),
             uri,
-            auth: config.auth,
+            key_header,
             keys,
+            fixed_header,
             retries: config.retries,
             // A redirect is answered as the upstream's error, never followed: following it
             // would send the prompt (and, on the same host, the key) somewhere not configured.
@@ -134,7 +159,7 @@ impl Upstream {
         })?);
         let mut retry = 0;
         loop {
-            let (wait, outcome) = match self.client.send(self.request(body.clone())?).await {
+            let (wait, outcome) = match self.client.send(self.request(body.clone())).await {
                 Ok(response) if response.status().is_redirection() => {
                     return Err(self.redirected(&response));
                 }
@@ -175,47 +200,19 @@ impl Upstream {
     }
 
     /// One attempt's request: the body, its type and the next key, as the provider wants it.
-    fn request(&self, body: Bytes) -> Result<http::Request<Full<Bytes>>, GatewayError> {
-        let mut request = http::Request::post(self.uri.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| {
-                GatewayError::new(
-                    500,
-                    format!("building the request for `{}`: {e}", self.name),
-                )
-            })?;
+    fn request(&self, body: Bytes) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
-        let mut secret = |name: HeaderName, value: String| -> Result<(), GatewayError> {
-            let mut value = HeaderValue::try_from(value).map_err(|_| {
-                GatewayError::new(
-                    500,
-                    format!(
-                        "a key of provider `{}` is not a valid HTTP header value; check its \
-                         environment variable",
-                        self.name
-                    ),
-                )
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-            Ok(())
-        };
-        match (&self.auth, self.keys.next()) {
-            (Auth::Bearer, Some(key)) => secret(AUTHORIZATION, format!("Bearer {key}"))?,
-            (Auth::Anthropic { version }, key) => {
-                if let Some(key) = key {
-                    secret(HeaderName::from_static("x-api-key"), key.to_string())?;
-                }
-                request.headers_mut().insert(
-                    HeaderName::from_static("anthropic-version"),
-                    version.clone(),
-                );
-            }
-            (Auth::Header(name), Some(key)) => secret(name.clone(), key.to_string())?,
-            (Auth::Bearer | Auth::Header(_), None) => {}
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(key) = self.keys.next() {
+            headers.insert(self.key_header.clone(), key.clone());
         }
-        Ok(request)
+        if let Some((name, value)) = &self.fixed_header {
+            headers.insert(name.clone(), value.clone());
+        }
+        request
     }
 
     fn unreachable(&self, e: &CallError) -> GatewayError {
