@@ -586,7 +586,7 @@ impl Registry {
         let reuse = serving
             .filter(|p| p.sha256.as_deref() == Some(sha.as_str()))
             .and_then(|p| p.compiled.clone())
-            .filter(|c| c.stack_bytes() == limits.stack_bytes);
+            .filter(|c| c.suits(limits.stack_bytes, settings.isolation));
         let recompiled = reuse.is_none();
         match self
             .prepare(&entry.name, &sha, bytes, reuse, &settings, limits)
@@ -661,7 +661,7 @@ impl Registry {
             Some(compiled) => compiled,
             None => {
                 self.runtime
-                    .compile_bounded(sha256, bytes, limits.stack_bytes)
+                    .compile_bounded(sha256, bytes, limits.stack_bytes, settings.isolation)
                     .await?
             }
         };

@@ -16,6 +16,15 @@ use regex_syntax::hir::{
 };
 use wasmgate_sdk::{Result, config_error};
 
+/// Text searched once at `init` to warm the matcher up: prose in both cases, digits,
+/// punctuation, quoting and code, the bytes chat messages are mostly made of.
+const WARM_UP: &str = "The quick brown fox jumps over the lazy dog. Please write a short summary \
+    of these notes; could you explain why the results differ, and what we should do next? \
+    Sphinx of black quartz, judge my vow! HOW VEXINGLY QUICK DAFT ZEBRAS JUMP. \
+    Translate this paragraph, then list the main risks and open questions for the team. \
+    {\"id\": 42, \"items\": [1, 2.5e-3, null], 'key': (x + y) / z;} fn main() { let v = \
+    vec![0x1F, 7_000]; } 0123456789 -_=*&^%$#@~`|\\<>\n\t";
+
 /// What to do with text that matches a banned pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -102,7 +111,7 @@ impl Filter {
         // case-folded patterns) was most of `init`, while matching never used it in wasm (the
         // same fuel with and without it, on a 1 MiB prompt against 2 and against 20 patterns;
         // `init` went from 2.0 M to 1.2 M and from 27 M to 2.8 M fuel). `init` runs for every
-        // new instance, and for every request under per-request isolation.
+        // new pooled instance.
         let regex = Regex::builder()
             .configure(
                 Regex::config()
@@ -122,6 +131,10 @@ impl Filter {
                 ),
             ));
         }
+        // Search once now, so the matcher's scratch space exists and its lazy DFA already
+        // knows the states ordinary text reaches: instances started from the snapshot taken
+        // after `init` (per-request isolation) then do not build them on every request.
+        let _ = regex.find(WARM_UP);
         Ok(Filter {
             regex,
             action,

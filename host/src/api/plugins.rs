@@ -69,6 +69,7 @@ fn describe(e: &PluginEntry) -> Value {
         }),
         "required": e.settings.required,
         "isolation": e.settings.isolation,
+        "preinitialized": plugin.map(|p| p.preinitialized()),
         "grants": e.settings.grants,
         "limits": {
             "fuel": e.limits.fuel,

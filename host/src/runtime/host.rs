@@ -83,6 +83,12 @@ impl HostState {
         })
     }
 
+    /// Whether the guest holds no host resource (stream, directory, lent value): what makes
+    /// a copy of its memory a complete copy of the instance.
+    pub(crate) fn holds_no_resources(&self) -> bool {
+        self.table.is_empty()
+    }
+
     fn request_id(&self) -> &str {
         self.request.as_deref().map_or("-", RequestContext::id)
     }

@@ -6,6 +6,8 @@
 //! (`InstancePre`). Instances are created on demand from the pooling allocator, run `init`
 //! once, and are then reused: one instance serves one request at a time, and every hook of a
 //! request runs on the same instance. An instance that trapped or hit a limit is discarded.
+//! Under per-request isolation an instance serves one request only, and instances start from a
+//! snapshot taken after the plugin's one `init` (the `snapshot` module).
 
 mod bindings;
 mod cache;
@@ -20,6 +22,7 @@ mod limits;
 mod output;
 mod plugin;
 mod quarantine;
+mod snapshot;
 mod stats;
 
 use std::sync::Arc;
@@ -37,6 +40,7 @@ pub use quarantine::{QuarantinePolicy, QuarantineStatus};
 pub use stats::{HookSnapshot, LatencyHistogram, PluginStats, StatsSnapshot};
 
 use crate::kv::KvStore;
+use bindings::PluginPre;
 use host::HostState;
 
 /// The WIT package of the plugin world.
@@ -91,12 +95,26 @@ impl Default for RuntimeOptions {
 /// A compiled component, ready to be loaded (cheap to clone). Keeping it lets a config-only
 /// change re-initialise a plugin without compiling it again.
 #[derive(Clone)]
-pub struct Compiled(Component, Arc<Flavor>);
+pub struct Compiled {
+    component: Component,
+    flavor: Arc<Flavor>,
+    /// For per-request isolation: the original component, when `component` is its
+    /// instrumented copy (see the `snapshot` module); what a snapshot is written from.
+    source: Option<Arc<[u8]>>,
+    /// The isolation it was compiled for.
+    isolation: Isolation,
+}
 
 impl Compiled {
     /// The wasm stack limit of the engine this was compiled for, in bytes.
     pub fn stack_bytes(&self) -> usize {
-        self.1.stack_bytes
+        self.flavor.stack_bytes
+    }
+
+    /// Whether this compilation can serve a plugin with these settings: same wasm stack, and
+    /// instrumented for snapshots exactly when the plugin's instances are per-request.
+    pub fn suits(&self, stack_bytes: usize, isolation: Isolation) -> bool {
+        self.stack_bytes() == stack_bytes && self.isolation == isolation
     }
 }
 
@@ -259,7 +277,12 @@ impl Runtime {
     /// not a valid component (a core module, a truncated or non-wasm file).
     pub fn compile(&self, bytes: &[u8], stack_bytes: usize) -> anyhow::Result<Compiled> {
         let flavor = self.flavor(stack_bytes)?;
-        Self::compile_on(&flavor, bytes).map(|c| Compiled(c, flavor))
+        Self::compile_on(&flavor, bytes).map(|component| Compiled {
+            component,
+            flavor,
+            source: None,
+            isolation: Isolation::Pooled,
+        })
     }
 
     fn compile_on(flavor: &Flavor, bytes: &[u8]) -> anyhow::Result<Component> {
@@ -302,18 +325,30 @@ impl Runtime {
     ) -> anyhow::Result<Compiled> {
         let flavor = self.flavor(stack_bytes)?;
         let Some(cache) = &flavor.cache else {
-            return Self::compile_on(&flavor, bytes).map(|c| Compiled(c, flavor.clone()));
+            return Self::compile_on(&flavor, bytes).map(|component| Compiled {
+                component,
+                flavor: flavor.clone(),
+                source: None,
+                isolation: Isolation::Pooled,
+            });
         };
         let (component, outcome) = cache.get_or_compile(&flavor.engine, sha256, bytes, |b| {
             Self::compile_on(&flavor, b)
         })?;
         tracing::debug!(sha256, ?outcome, "compiled component");
-        Ok(Compiled(component, flavor.clone()))
+        Ok(Compiled {
+            component,
+            flavor: flavor.clone(),
+            source: None,
+            isolation: Isolation::Pooled,
+        })
     }
 
     /// Compiles off the async runtime (through the cache), refusing components larger than
     /// `max_component_bytes` and giving up after `compile_timeout_ms`. (wasmtime cannot cancel a
-    /// compilation: a timed-out one finishes in the background and is dropped.)
+    /// compilation: a timed-out one finishes in the background and is dropped.) For
+    /// per-request isolation the component compiled is its instrumented copy, so that the
+    /// load can snapshot it after `init` (see the `snapshot` module).
     ///
     /// Compilation leaves nothing resident behind (see the `compile` module): a cold start
     /// keeps the memory a warm one does.
@@ -322,17 +357,29 @@ impl Runtime {
         sha256: &str,
         bytes: Vec<u8>,
         stack_bytes: usize,
+        isolation: Isolation,
     ) -> anyhow::Result<Compiled> {
         self.check_size(bytes.len() as u64)?;
         let runtime = self.clone();
         let sha256 = sha256.to_string();
-        let budget = Duration::from_millis(self.options.compile_timeout_ms);
-        let task = tokio::task::spawn_blocking(move || {
-            let compiled = runtime.compile_cached(&sha256, &bytes, stack_bytes);
-            drop(bytes);
+        self.bounded(move || {
+            let compiled = match isolation {
+                Isolation::Pooled => runtime.compile_cached(&sha256, &bytes, stack_bytes),
+                Isolation::PerRequest => runtime.compile_instrumented(&sha256, bytes, stack_bytes),
+            };
             compile::return_freed_memory();
             compiled
-        });
+        })
+        .await
+    }
+
+    /// Runs a compilation on a blocking thread, giving up after `compile_timeout_ms`.
+    async fn bounded(
+        &self,
+        compile: impl FnOnce() -> anyhow::Result<Compiled> + Send + 'static,
+    ) -> anyhow::Result<Compiled> {
+        let budget = Duration::from_millis(self.options.compile_timeout_ms);
+        let task = tokio::task::spawn_blocking(compile);
         match tokio::time::timeout(budget, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(anyhow!("the compile task failed: {join}")),
@@ -342,6 +389,59 @@ impl Runtime {
                 self.options.compile_timeout_ms
             )),
         }
+    }
+
+    /// Compiles the instrumented copy of `bytes` for per-request isolation, keeping `bytes`
+    /// for the snapshot. A component Wizer cannot instrument is compiled as it is: its
+    /// instances will each run `init` (logged). Blocking.
+    fn compile_instrumented(
+        &self,
+        sha256: &str,
+        bytes: Vec<u8>,
+        stack_bytes: usize,
+    ) -> anyhow::Result<Compiled> {
+        let instrumented = match snapshot::instrument(&bytes) {
+            Ok(instrumented) => instrumented,
+            Err(err) => {
+                tracing::warn!(
+                    sha256,
+                    "the component cannot be snapshotted after init ({err:#}); each \
+                     per-request instance will run init itself"
+                );
+                let mut compiled = self.compile_cached(sha256, &bytes, stack_bytes)?;
+                compiled.isolation = Isolation::PerRequest;
+                return Ok(compiled);
+            }
+        };
+        let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&instrumented));
+        let mut compiled = self.compile_cached(&key, &instrumented, stack_bytes)?;
+        compiled.source = Some(bytes.into());
+        compiled.isolation = Isolation::PerRequest;
+        Ok(compiled)
+    }
+
+    /// Compiles a snapshot written by the `snapshot` module, bounded like
+    /// [`compile_bounded`](Self::compile_bounded), and pre-instantiates it. Not through the
+    /// on-disk cache: a snapshot holds what `init` drew at random or read from the clock, so
+    /// most differ from load to load, and each would add an entry (tens of MB for a Python or
+    /// JavaScript plugin) that is never hit again.
+    async fn compile_snapshot(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+        stack_bytes: usize,
+    ) -> anyhow::Result<PluginPre<HostState>> {
+        self.check_size(bytes.len() as u64)
+            .context("the snapshot is too large")?;
+        let runtime = self.clone();
+        let compiled = self
+            .bounded(move || {
+                let compiled = runtime.compile(&bytes, stack_bytes);
+                drop(bytes);
+                compile::return_freed_memory();
+                compiled
+            })
+            .await?;
+        Self::pre_instantiate(&compiled)
     }
 
     /// Refuses a component of `len` bytes when it is over `max_component_bytes`.
@@ -381,23 +481,28 @@ impl Runtime {
             );
         }
         check_world_version(compiled)?;
+        let pre = Self::pre_instantiate(compiled)?;
+        LoadedPlugin::load(self.clone(), name, pre, compiled.source.clone(), setup).await
+    }
+
+    /// Links a compiled component against the plugin world and finds its exports.
+    fn pre_instantiate(compiled: &Compiled) -> anyhow::Result<PluginPre<HostState>> {
         let pre = compiled
-            .1
+            .flavor
             .linker
-            .instantiate_pre(&compiled.0)
+            .instantiate_pre(&compiled.component)
             .map_err(|e| {
                 anyhow!(
                     "the component does not fit the gateway: {e:#}. Plugins may import only the \
                  wasmgate:plugin@{WORLD_VERSION} interfaces and WASI 0.2"
                 )
             })?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+        PluginPre::new(pre).map_err(|e| {
             anyhow!(
                 "the component does not export the wasmgate:plugin@{WORLD_VERSION} `plugin` \
                  world: {e:#}"
             )
-        })?;
-        LoadedPlugin::load(self.clone(), name, pre, setup).await
+        })
     }
 }
 
@@ -406,8 +511,8 @@ impl Runtime {
 /// the linker matches them (semver: `0.1.x` is compatible with `0.1.0`).
 fn check_world_version(compiled: &Compiled) -> anyhow::Result<()> {
     let ours = semver_family(WORLD_VERSION);
-    let ty = compiled.0.component_type();
-    for (name, _) in ty.imports(&compiled.1.engine) {
+    let ty = compiled.component.component_type();
+    for (name, _) in ty.imports(&compiled.flavor.engine) {
         let Some(rest) = name
             .strip_prefix(WORLD_PACKAGE)
             .and_then(|r| r.strip_prefix('/'))

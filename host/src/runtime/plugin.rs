@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use wasmtime::component::Instance;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::{self, OutputSize, Plugin, PluginPre};
+use super::bindings::{self, OutputSize, Plugin, PluginIndices, PluginPre};
 use super::capacity::Permit;
 use super::epoch::Ticker;
 use super::exchange::{self, Annotations, Lent};
@@ -36,8 +37,10 @@ pub enum Isolation {
     #[default]
     Pooled,
     /// Every request gets an instance that never served another and is discarded after it:
-    /// nothing leaks between requests through the plugin's memory. Fresh instances are created
-    /// and initialised ahead of time, in the background, so requests seldom wait for one.
+    /// nothing leaks between requests through the plugin's memory. `init` runs once, at load,
+    /// and every instance starts from a snapshot of the memory it left (unless the component
+    /// cannot be snapshotted: then each instance runs `init`). Fresh instances are created
+    /// ahead of time, in the background, so requests seldom wait for one.
     PerRequest,
 }
 
@@ -66,7 +69,11 @@ pub struct LoadedPlugin {
     config: String,
     isolation: Isolation,
     runtime: Arc<Runtime>,
-    pre: PluginPre<HostState>,
+    /// What new instances are created from: the component, or under per-request isolation
+    /// its snapshot after `init` when one could be taken.
+    pre: Prepared,
+    /// Whether `pre` is a snapshot taken after `init`: its instances start initialised.
+    preinitialized: bool,
     pool: Mutex<Pool>,
     /// Signalled whenever `Pool::busy` drops, so `drained` can wake.
     released: Notify,
@@ -99,6 +106,7 @@ impl LoadedPlugin {
         runtime: Arc<Runtime>,
         name: &str,
         pre: PluginPre<HostState>,
+        source: Option<Arc<[u8]>>,
         setup: PluginSetup,
     ) -> anyhow::Result<Arc<Self>> {
         let PluginSetup {
@@ -114,6 +122,7 @@ impl LoadedPlugin {
             .acquire(Instant::now() + limits.timeout())
             .await
             .ok_or_else(|| anyhow::anyhow!("{}", capacity_detail(&runtime)))?;
+        let pre = Prepared::new(pre)?;
         let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits, &grants, permit)
             .await
             .map_err(|f| anyhow::anyhow!("{}", f.detail))?;
@@ -132,6 +141,31 @@ impl LoadedPlugin {
             .init(&config)
             .await
             .map_err(|f| anyhow::anyhow!("init rejected the config: {}", f.detail))?;
+        let (init_elapsed, init_fuel) = (first.last_elapsed, first.last_fuel);
+        let (pre, preinitialized, first) =
+            match source.filter(|_| isolation == Isolation::PerRequest) {
+                Some(source) => match first
+                    .preinitialize(&runtime, &name, &source, &grants, &reported_name)
+                    .await
+                {
+                    // The instance the snapshot was read from lives on in every instance of
+                    // the snapshot: it is dropped without `cleanup`, and the one that checked
+                    // the snapshot serves instead.
+                    Ok((snapshot, probe)) => (snapshot, true, Some(probe)),
+                    Err(err) => {
+                        tracing::warn!(
+                            plugin = &*name,
+                            "no snapshot after init ({err:#}); each per-request instance will \
+                             run init itself"
+                        );
+                        // Not served either: reading its state may have left it unusable (a
+                        // JavaScript instance refuses every call after the reads). Requests
+                        // create instances that run `init`.
+                        (pre, false, None)
+                    }
+                },
+                None => (pre, false, Some(first)),
+            };
         let plugin = Arc::new(Self {
             name,
             reported_name,
@@ -142,6 +176,7 @@ impl LoadedPlugin {
             isolation,
             runtime,
             pre,
+            preinitialized,
             pool: Mutex::new(Pool::default()),
             released: Notify::new(),
             stats: PluginStats::default(),
@@ -153,8 +188,10 @@ impl LoadedPlugin {
             .fetch_add(1, Ordering::Relaxed);
         plugin
             .stats
-            .record(Hook::Init, first.last_elapsed, first.last_fuel, None);
-        plugin.pool().idle.push(first);
+            .record(Hook::Init, init_elapsed, init_fuel, None);
+        if let Some(first) = first {
+            plugin.pool().idle.push(first);
+        }
         plugin.runtime.capacity().register(&plugin);
         Ok(plugin)
     }
@@ -182,6 +219,12 @@ impl LoadedPlugin {
     /// Whether its instances are reused between requests.
     pub fn isolation(&self) -> Isolation {
         self.isolation
+    }
+
+    /// Whether new instances start from a snapshot taken after `init` (per-request isolation
+    /// on a component that could be snapshotted) instead of running `init` each.
+    pub fn preinitialized(&self) -> bool {
+        self.preinitialized
     }
 
     /// Live counters.
@@ -308,8 +351,8 @@ impl LoadedPlugin {
         self.dispose(instance);
     }
 
-    /// Creates and initialises one instance in the place `permit` holds, counting it (and its
-    /// failure) in the stats.
+    /// Creates and initialises one instance in the place `permit` holds (from the snapshot,
+    /// which needs no `init`, when there is one), counting it (and its failure) in the stats.
     async fn create(&self, permit: Permit) -> Result<PluginInstance, HookFailure> {
         let started = Instant::now();
         let created = PluginInstance::instantiate(
@@ -331,6 +374,9 @@ impl LoadedPlugin {
             }
         };
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        if self.preinitialized {
+            return Ok(instance);
+        }
         let result = instance.init(&self.config).await;
         self.stats.record(
             Hook::Init,
@@ -683,6 +729,19 @@ pub async fn checkout_all(
     Ok(taken)
 }
 
+/// A linked component and where its exports are: what instances are created from.
+struct Prepared {
+    pre: PluginPre<HostState>,
+    indices: PluginIndices,
+}
+
+impl Prepared {
+    fn new(pre: PluginPre<HostState>) -> anyhow::Result<Self> {
+        let indices = PluginIndices::new(pre.instance_pre())?;
+        Ok(Self { pre, indices })
+    }
+}
+
 /// Gives back a checkout's busy count when dropped, unless defused (its `Option` emptied).
 struct BusyGuard<'a>(Option<&'a LoadedPlugin>);
 
@@ -697,6 +756,7 @@ impl Drop for BusyGuard<'_> {
 /// One live instance of a plugin, checked out for one request at a time.
 pub struct PluginInstance {
     store: Store<HostState>,
+    instance: Instance,
     bindings: Plugin,
     limits: Limits,
     poisoned: bool,
@@ -713,7 +773,7 @@ impl PluginInstance {
     async fn instantiate(
         runtime: &Runtime,
         name: &Arc<str>,
-        pre: &PluginPre<HostState>,
+        pre: &Prepared,
         limits: Limits,
         grants: &Grants,
         permit: Permit,
@@ -730,7 +790,7 @@ impl PluginInstance {
             kind: FailureKind::Instantiate,
             detail: format!("could not create an instance: {e:#}"),
         })?;
-        let mut store = Store::new(pre.engine(), state);
+        let mut store = Store::new(pre.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
@@ -743,9 +803,15 @@ impl PluginInstance {
         });
         prepare(&mut store, limits, None);
         let ticking = runtime.ticker().ticking();
-        let instantiated = pre.instantiate_async(&mut store).await;
+        let instantiated = match pre.pre.instance_pre().instantiate_async(&mut store).await {
+            Ok(instance) => pre
+                .indices
+                .load(&mut store, &instance)
+                .map(|bindings| (instance, bindings)),
+            Err(err) => Err(err),
+        };
         drop(ticking);
-        let bindings = instantiated.map_err(|e| {
+        let (instance, bindings) = instantiated.map_err(|e| {
             let kind = classify(&store, &e);
             HookFailure {
                 plugin: name.to_string(),
@@ -763,6 +829,7 @@ impl PluginInstance {
         })?;
         Ok(Self {
             store,
+            instance,
             bindings,
             limits,
             poisoned: false,
@@ -781,6 +848,58 @@ impl PluginInstance {
     async fn init(&mut self, config: &str) -> Result<(), HookFailure> {
         self.call(None, Hook::Init, async |p, s| p.call_init(s, config).await)
             .await
+    }
+
+    /// Snapshots this instance (of an instrumented component, after `init`) into a component
+    /// whose instances start in its state, compiled and linked, and checks the snapshot by
+    /// creating one instance from it and asking its name. Returns the snapshot and that
+    /// instance.
+    async fn preinitialize(
+        &mut self,
+        runtime: &Arc<Runtime>,
+        name: &Arc<str>,
+        source: &[u8],
+        grants: &Grants,
+        reported_name: &str,
+    ) -> anyhow::Result<(Prepared, PluginInstance)> {
+        let ticking = self.ticker.ticking();
+        let taken =
+            super::snapshot::take(source, &mut self.store, self.instance, self.limits).await;
+        drop(ticking);
+        let taken = taken?;
+        let (bytes, started) = (taken.len(), Instant::now());
+        let snapshot = Prepared::new(
+            runtime
+                .compile_snapshot(taken, self.limits.stack_bytes)
+                .await?,
+        )?;
+        tracing::info!(
+            plugin = &**name,
+            bytes,
+            compile_ms = started.elapsed().as_millis() as u64,
+            "per-request instances start from a snapshot taken after init"
+        );
+        let permit = runtime
+            .capacity()
+            .acquire(Instant::now() + self.limits.timeout())
+            .await
+            .ok_or_else(|| anyhow::anyhow!("{}", capacity_detail(runtime)))?;
+        let mut probe =
+            PluginInstance::instantiate(runtime, name, &snapshot, self.limits, grants, permit)
+                .await
+                .map_err(|f| anyhow::anyhow!("an instance of the snapshot: {}", f.detail))?;
+        let answer = probe
+            .call(None, Hook::Init, async |p, s| {
+                p.call_get_name(s).await.map(Ok)
+            })
+            .await
+            .map_err(|f| anyhow::anyhow!("an instance of the snapshot: {}", f.detail))?;
+        if answer != reported_name {
+            anyhow::bail!(
+                "an instance of the snapshot calls itself {answer:?}, not {reported_name:?}"
+            );
+        }
+        Ok((snapshot, probe))
     }
 
     fn invalid(&self, hook: Hook, why: String) -> HookFailure {
@@ -872,7 +991,11 @@ fn capacity_detail(runtime: &Runtime) -> String {
 }
 
 /// Arms a store for one call: fresh fuel, a fresh deadline, cleared limit flags.
-fn prepare(store: &mut Store<HostState>, limits: Limits, ctx: Option<Arc<RequestContext>>) {
+pub(super) fn prepare(
+    store: &mut Store<HostState>,
+    limits: Limits,
+    ctx: Option<Arc<RequestContext>>,
+) {
     let state = store.data_mut();
     state.request = ctx;
     state.deadline = Instant::now() + limits.timeout();

@@ -25,7 +25,7 @@
 
 use serde_json::{Value, json};
 use wasmgate::config::{FailurePolicy, LimitsConfig, PluginConfig};
-use wasmgate::runtime::{DirGrant, Grants};
+use wasmgate::runtime::{DirGrant, Grants, Isolation};
 use wasmgate_e2e::{TestGateway, artifacts, chat_body, content_of, plugin, with_limits};
 
 /// A hostile plugin `kind` misbehaving in `hook` on requests carrying `x-hostile: <name>`.
@@ -408,6 +408,44 @@ async fn hostile_cleanups_do_not_stop_shutdown() {
     let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
     assert_eq!(status, 200, "cleanup is not on the request path: {body}");
     // Shutdown runs every cleanup; each misbehaves and is stopped, and shutdown completes.
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugin_whose_init_keeps_a_host_resource_runs_init_in_every_per_request_instance() {
+    // Reading a granted file in `init` leaves the guest holding the directory handle; a
+    // snapshot of its memory would point at a handle fresh instances do not have.
+    let data = tempfile::tempdir().expect("temp dir");
+    std::fs::write(data.path().join("motd.txt"), "granted text").expect("write");
+    let mut p = plugin(
+        "wasi",
+        artifacts::HOSTILE_WASI,
+        json!({"init_read": "/data/motd.txt", "read": "/data/motd.txt"}),
+    );
+    p.isolation = Isolation::PerRequest;
+    p.grants = Grants {
+        env: vec![],
+        read_dirs: vec![DirGrant {
+            host: data.path().to_path_buf(),
+            guest: "/data".into(),
+        }],
+    };
+    let gw = TestGateway::with_plugins(vec![p]).await;
+    for _ in 0..3 {
+        let report = wasi_report(&gw).await;
+        assert_eq!(report["init_read"]["ok"], "granted text", "{report}");
+        assert_eq!(report["read"]["ok"], "granted text", "{report}");
+    }
+    let view = gw.plugin_status("wasi").await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(
+        view["preinitialized"], false,
+        "no snapshot of an instance holding a resource: {view}"
+    );
+    assert!(
+        view["stats"]["instances_created"].as_u64().unwrap_or(0) >= 3,
+        "{view}"
+    );
     gw.stop().await;
 }
 

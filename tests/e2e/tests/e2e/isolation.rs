@@ -26,6 +26,10 @@ async fn a_pooled_instance_carries_memory_from_one_request_to_the_next() {
     assert_eq!(previous_prompt(&gw, "second").await, json!("first secret"));
     let status = gw.plugin_status("remember").await;
     assert_eq!(status["isolation"], "pooled");
+    assert_eq!(
+        status["preinitialized"], false,
+        "pooled instances each run init"
+    );
     assert_eq!(status["stats"]["instances_created"], 1, "{status}");
     gw.stop().await;
 }
@@ -50,6 +54,10 @@ async fn per_request_instances_never_see_an_earlier_request() {
     }
     let status = gw.plugin_status("remember").await;
     assert_eq!(status["isolation"], "per-request");
+    assert_eq!(
+        status["preinitialized"], true,
+        "fresh instances start from the snapshot taken after init: {status}"
+    );
     assert_eq!(status["status"], "active");
     // Fourteen requests ran on fourteen distinct instances (more may wait, created ahead).
     let created = status["stats"]["instances_created"].as_u64().unwrap_or(0);

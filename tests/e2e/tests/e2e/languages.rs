@@ -9,6 +9,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use wasmgate::config::LimitsConfig;
+use wasmgate::runtime::Isolation;
 use wasmgate_e2e::{
     Lang, TestGateway, artifacts, chat_body, content_of, kv_counter, plugin, scripted_in, trace_of,
     with_limits,
@@ -367,10 +368,34 @@ async fn a_runaway_hook_is_stopped_and_the_next_request_served(lang: Lang) {
     gw.stop().await;
 }
 
+async fn per_request_instances_start_from_a_snapshot_after_one_init(lang: Lang) {
+    let mut p = scripted_in(lang, "P", json!({}));
+    p.isolation = Isolation::PerRequest;
+    let gw = TestGateway::with_plugins(vec![p]).await;
+    for i in 0..4 {
+        let (status, body) = gw.chat(&chat_body("mock/echo", &format!("r{i}"))).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        // The config `init` parsed (the tag) is there in every fresh instance.
+        assert_eq!(trace_of(&body), "P.transport,P.pre,P.post", "{body}");
+    }
+    let view = gw.plugin_status("P").await;
+    assert_eq!(view["preinitialized"], true, "{view}");
+    let created = view["stats"]["instances_created"].as_u64().unwrap_or(0);
+    assert!(created >= 4, "four requests, four fresh instances: {view}");
+    let kv = gw.gateway.registry().runtime().kv().clone();
+    assert_eq!(
+        kv_counter(&kv, "P", "inits").await,
+        1,
+        "init ran once, at load, for {created} instances"
+    );
+    gw.stop().await;
+}
+
 wasmgate_e2e::for_each_lang!(
     a_runaway_hook_is_stopped_and_the_next_request_served,
     a_trap_is_reported_with_the_plugin_and_the_instance_replaced,
     init_and_cleanup_run_once_per_instance_and_kv_is_shared,
+    per_request_instances_start_from_a_snapshot_after_one_init,
 );
 
 /// Whether the compiled-component cache holds an entry for the component at `path`.

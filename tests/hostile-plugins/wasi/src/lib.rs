@@ -15,6 +15,7 @@
 //! | `list`    | listing that directory                                |
 //! | `write`   | creating that file                                    |
 //! | `connect` | opening a TCP connection to that `host:port`          |
+//! | `init_read` | reading that file in `init`, reported as `init_read` (a file read in `init` leaves the guest holding the directory it came through) |
 
 use std::collections::BTreeMap;
 
@@ -31,11 +32,14 @@ pub struct Config {
     list: Option<String>,
     write: Option<String>,
     connect: Option<String>,
+    init_read: Option<String>,
 }
 
 /// The plugin.
 pub struct Wasi {
     config: Config,
+    /// What `init` got reading `init_read`.
+    init_read: Option<Value>,
 }
 
 fn report<T: ToString, E: std::fmt::Display>(result: std::result::Result<T, E>) -> Value {
@@ -48,14 +52,20 @@ fn report<T: ToString, E: std::fmt::Display>(result: std::result::Result<T, E>) 
 #[wasmgate_sdk::plugin]
 impl Plugin for Wasi {
     fn init(config: &str) -> Result<Self> {
-        Ok(Self {
-            config: wasmgate_sdk::parse_config(config)?,
-        })
+        let config: Config = wasmgate_sdk::parse_config(config)?;
+        let init_read = config
+            .init_read
+            .as_ref()
+            .map(|path| report(std::fs::read_to_string(path)));
+        Ok(Self { config, init_read })
     }
 
     fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         let c = &self.config;
         let mut got = BTreeMap::new();
+        if let Some(read) = &self.init_read {
+            got.insert("init_read", read.clone());
+        }
         if let Some(name) = &c.env {
             got.insert("env", report(std::env::var(name)));
         }
