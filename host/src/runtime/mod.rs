@@ -42,6 +42,7 @@ pub use stats::{HookSnapshot, LatencyHistogram, PluginStats, StatsSnapshot};
 use crate::kv::KvStore;
 use bindings::PluginPre;
 use host::HostState;
+use snapshot::Snapshotting;
 
 /// The WIT package of the plugin world.
 pub const WORLD_PACKAGE: &str = "wasmgate:plugin";
@@ -98,11 +99,9 @@ impl Default for RuntimeOptions {
 pub struct Compiled {
     component: Component,
     flavor: Arc<Flavor>,
-    /// For per-request isolation: the original component, when `component` is its
-    /// instrumented copy (see the `snapshot` module); what a snapshot is written from.
-    source: Option<Arc<[u8]>>,
-    /// The isolation it was compiled for.
-    isolation: Isolation,
+    /// Whether (and from what) a snapshot can be taken after `init`, for per-request
+    /// isolation.
+    snapshotting: Snapshotting,
 }
 
 impl Compiled {
@@ -114,7 +113,8 @@ impl Compiled {
     /// Whether this compilation can serve a plugin with these settings: same wasm stack, and
     /// instrumented for snapshots exactly when the plugin's instances are per-request.
     pub fn suits(&self, stack_bytes: usize, isolation: Isolation) -> bool {
-        self.stack_bytes() == stack_bytes && self.isolation == isolation
+        let per_request = !matches!(self.snapshotting, Snapshotting::NotWanted);
+        self.stack_bytes() == stack_bytes && per_request == (isolation == Isolation::PerRequest)
     }
 }
 
@@ -280,8 +280,7 @@ impl Runtime {
         Self::compile_on(&flavor, bytes).map(|component| Compiled {
             component,
             flavor,
-            source: None,
-            isolation: Isolation::Pooled,
+            snapshotting: Snapshotting::NotWanted,
         })
     }
 
@@ -328,8 +327,7 @@ impl Runtime {
             return Self::compile_on(&flavor, bytes).map(|component| Compiled {
                 component,
                 flavor: flavor.clone(),
-                source: None,
-                isolation: Isolation::Pooled,
+                snapshotting: Snapshotting::NotWanted,
             });
         };
         let (component, outcome) = cache.get_or_compile(&flavor.engine, sha256, bytes, |b| {
@@ -339,8 +337,7 @@ impl Runtime {
         Ok(Compiled {
             component,
             flavor: flavor.clone(),
-            source: None,
-            isolation: Isolation::Pooled,
+            snapshotting: Snapshotting::NotWanted,
         })
     }
 
@@ -392,8 +389,8 @@ impl Runtime {
     }
 
     /// Compiles the instrumented copy of `bytes` for per-request isolation, keeping `bytes`
-    /// for the snapshot. A component Wizer cannot instrument is compiled as it is: its
-    /// instances will each run `init` (logged). Blocking.
+    /// for the snapshot. A component Wizer cannot instrument is compiled as it is, and its
+    /// instances will each run `init` (the load logs why). Blocking.
     fn compile_instrumented(
         &self,
         sha256: &str,
@@ -403,20 +400,16 @@ impl Runtime {
         let instrumented = match snapshot::instrument(&bytes) {
             Ok(instrumented) => instrumented,
             Err(err) => {
-                tracing::warn!(
-                    sha256,
-                    "the component cannot be snapshotted after init ({err:#}); each \
-                     per-request instance will run init itself"
-                );
                 let mut compiled = self.compile_cached(sha256, &bytes, stack_bytes)?;
-                compiled.isolation = Isolation::PerRequest;
+                compiled.snapshotting = Snapshotting::Unavailable(
+                    format!("Wizer cannot instrument it: {err:#}").into(),
+                );
                 return Ok(compiled);
             }
         };
         let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&instrumented));
         let mut compiled = self.compile_cached(&key, &instrumented, stack_bytes)?;
-        compiled.source = Some(bytes.into());
-        compiled.isolation = Isolation::PerRequest;
+        compiled.snapshotting = Snapshotting::From(bytes.into());
         Ok(compiled)
     }
 
@@ -482,7 +475,14 @@ impl Runtime {
         }
         check_world_version(compiled)?;
         let pre = Self::pre_instantiate(compiled)?;
-        LoadedPlugin::load(self.clone(), name, pre, compiled.source.clone(), setup).await
+        LoadedPlugin::load(
+            self.clone(),
+            name,
+            pre,
+            compiled.snapshotting.clone(),
+            setup,
+        )
+        .await
     }
 
     /// Links a compiled component against the plugin world and finds its exports.

@@ -19,6 +19,7 @@ use super::grants::Grants;
 use super::host::HostState;
 use super::limits::Limits;
 use super::quarantine::{Quarantine, QuarantinePolicy, QuarantineStatus};
+use super::snapshot::Snapshotting;
 use super::stats::{PluginStats, StatsSnapshot};
 use crate::chat::ChatRequest;
 use crate::context::RequestContext;
@@ -106,7 +107,7 @@ impl LoadedPlugin {
         runtime: Arc<Runtime>,
         name: &str,
         pre: PluginPre<HostState>,
-        source: Option<Arc<[u8]>>,
+        snapshotting: Snapshotting,
         setup: PluginSetup,
     ) -> anyhow::Result<Arc<Self>> {
         let PluginSetup {
@@ -142,30 +143,39 @@ impl LoadedPlugin {
             .await
             .map_err(|f| anyhow::anyhow!("init rejected the config: {}", f.detail))?;
         let (init_elapsed, init_fuel) = (first.last_elapsed, first.last_fuel);
-        let (pre, preinitialized, first) =
-            match source.filter(|_| isolation == Isolation::PerRequest) {
-                Some(source) => match first
-                    .preinitialize(&runtime, &name, &source, &grants, &reported_name)
-                    .await
-                {
-                    // The instance the snapshot was read from lives on in every instance of
-                    // the snapshot: it is dropped without `cleanup`, and the one that checked
-                    // the snapshot serves instead.
-                    Ok((snapshot, probe)) => (snapshot, true, Some(probe)),
-                    Err(err) => {
-                        tracing::warn!(
-                            plugin = &*name,
-                            "no snapshot after init ({err:#}); each per-request instance will \
-                             run init itself"
-                        );
-                        // Not served either: reading its state may have left it unusable (a
-                        // JavaScript instance refuses every call after the reads). Requests
-                        // create instances that run `init`.
-                        (pre, false, None)
-                    }
-                },
-                None => (pre, false, Some(first)),
-            };
+        let no_snapshot = |why: &dyn std::fmt::Display| {
+            tracing::warn!(
+                plugin = &*name,
+                "no snapshot after init ({why}); each per-request instance will run init itself"
+            );
+        };
+        let (pre, preinitialized, first) = match (isolation, snapshotting) {
+            (Isolation::Pooled, _) => (pre, false, Some(first)),
+            (Isolation::PerRequest, Snapshotting::From(source)) => match first
+                .preinitialize(&runtime, &name, &source, &grants, &reported_name)
+                .await
+            {
+                // The instance the snapshot was read from lives on in every instance of the
+                // snapshot: it is dropped without `cleanup`, and the one that checked the
+                // snapshot serves instead.
+                Ok((snapshot, probe)) => (snapshot, true, Some(probe)),
+                Err(err) => {
+                    no_snapshot(&format_args!("{err:#}"));
+                    // Not served either: reading its state may have left it unusable (a
+                    // JavaScript instance refuses every call after the reads). Requests
+                    // create instances that run `init`.
+                    (pre, false, None)
+                }
+            },
+            (Isolation::PerRequest, Snapshotting::Unavailable(why)) => {
+                no_snapshot(&why);
+                (pre, false, Some(first))
+            }
+            (Isolation::PerRequest, Snapshotting::NotWanted) => {
+                no_snapshot(&"the component was compiled for pooled instances");
+                (pre, false, Some(first))
+            }
+        };
         let plugin = Arc::new(Self {
             name,
             reported_name,

@@ -18,6 +18,18 @@ use super::host::HostState;
 use super::limits::Limits;
 use super::plugin::prepare;
 
+/// What a compilation offers per-request isolation.
+#[derive(Clone)]
+pub(super) enum Snapshotting {
+    /// Compiled for pooled instances: no snapshot is taken.
+    NotWanted,
+    /// The component compiled is the instrumented copy of this original: a snapshot can be
+    /// taken after `init`.
+    From(std::sync::Arc<[u8]>),
+    /// Compiled for per-request isolation, but as it is: why no snapshot can be taken.
+    Unavailable(std::sync::Arc<str>),
+}
+
 /// The Wizer configuration used for both halves (instrumenting and rewriting must agree).
 fn wizer() -> Wizer {
     let mut wizer = Wizer::new();

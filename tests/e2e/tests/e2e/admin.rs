@@ -317,3 +317,35 @@ async fn two_hundred_replace_cycles_leave_no_growth() {
         "instances stay bounded: {inits} inits for 200 cycles"
     );
 }
+
+#[tokio::test]
+async fn a_config_change_to_a_per_request_plugin_takes_a_new_snapshot_without_recompiling() {
+    let gw = managed(
+        json!([{"name": "p", "path": artifacts::SCRIPTED, "config": {"tag": "P1"},
+                "isolation": "per-request"}]),
+        json!({}),
+    )
+    .await;
+    let (_, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+    assert_eq!(body["trace"], "P1.transport,P1.pre,P1.post", "{body}");
+
+    let put = gw
+        .client
+        .put(gw.url("/api/plugins/p"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"config": {"tag": "P2"}}));
+    let (status, view) = send(&gw, put).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["compiles"], 1,
+        "the instrumented copy is reused: {view}"
+    );
+    assert_eq!(view["preinitialized"], true, "{view}");
+    // Every fresh instance starts from the snapshot of the new `init`, none from the old one.
+    for _ in 0..3 {
+        let (status, body) = gw.chat(&chat_body("mock/echo", "hi")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["trace"], "P2.transport,P2.pre,P2.post", "{body}");
+    }
+    gw.stop().await;
+}
