@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use tokio::sync::Notify;
 use wasmtime::component::Instance;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -118,19 +119,11 @@ impl LoadedPlugin {
             isolation,
         } = setup;
         let name: Arc<str> = Arc::from(name);
-        let permit = runtime
-            .capacity()
-            .acquire(Instant::now() + limits.timeout())
-            .await
-            .ok_or_else(|| anyhow::anyhow!("{}", capacity_detail(&runtime)))?;
         let pre = Prepared::new(pre)?;
-        let mut first = PluginInstance::instantiate(&runtime, &name, &pre, limits, &grants, permit)
-            .await
-            .map_err(|f| anyhow::anyhow!("{}", f.detail))?;
+        let mut first =
+            PluginInstance::instantiate_for_load(&runtime, &name, &pre, limits, &grants).await?;
         let reported_name = first
-            .call(None, Hook::Init, async |p, s| {
-                p.call_get_name(s).await.map(Ok)
-            })
+            .get_name()
             .await
             .map_err(|f| anyhow::anyhow!("get-name failed: {}", f.detail))?;
         let hooks: HookSet = first
@@ -850,6 +843,33 @@ impl PluginInstance {
         })
     }
 
+    /// Creates an instance while a plugin loads, waiting up to one call's timeout for a place
+    /// in the runtime's instance budget.
+    async fn instantiate_for_load(
+        runtime: &Arc<Runtime>,
+        name: &Arc<str>,
+        pre: &Prepared,
+        limits: Limits,
+        grants: &Grants,
+    ) -> anyhow::Result<Self> {
+        let permit = runtime
+            .capacity()
+            .acquire(Instant::now() + limits.timeout())
+            .await
+            .ok_or_else(|| anyhow::anyhow!("{}", capacity_detail(runtime)))?;
+        Self::instantiate(runtime, name, pre, limits, grants, permit)
+            .await
+            .map_err(|f| anyhow::anyhow!("{}", f.detail))
+    }
+
+    /// Calls `get-name`.
+    async fn get_name(&mut self) -> Result<String, HookFailure> {
+        self.call(None, Hook::Init, async |p, s| {
+            p.call_get_name(s).await.map(Ok)
+        })
+        .await
+    }
+
     /// Whether a trap or limit broke this instance (it is then never reused).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
@@ -889,19 +909,12 @@ impl PluginInstance {
             compile_ms = started.elapsed().as_millis() as u64,
             "per-request instances start from a snapshot taken after init"
         );
-        let permit = runtime
-            .capacity()
-            .acquire(Instant::now() + self.limits.timeout())
-            .await
-            .ok_or_else(|| anyhow::anyhow!("{}", capacity_detail(runtime)))?;
         let mut probe =
-            PluginInstance::instantiate(runtime, name, &snapshot, self.limits, grants, permit)
+            PluginInstance::instantiate_for_load(runtime, name, &snapshot, self.limits, grants)
                 .await
-                .map_err(|f| anyhow::anyhow!("an instance of the snapshot: {}", f.detail))?;
+                .context("an instance of the snapshot")?;
         let answer = probe
-            .call(None, Hook::Init, async |p, s| {
-                p.call_get_name(s).await.map(Ok)
-            })
+            .get_name()
             .await
             .map_err(|f| anyhow::anyhow!("an instance of the snapshot: {}", f.detail))?;
         if answer != reported_name {
