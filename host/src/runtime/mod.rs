@@ -205,6 +205,16 @@ impl Runtime {
             .max_memories_per_module(2)
             .max_tables_per_module(4)
             .table_elements(limits::MAX_TABLE_ELEMENTS)
+            // A slot given back (per-request isolation discards an instance after every
+            // request) is reset by copying back only the pages it dirtied, found with Linux's
+            // PAGEMAP_SCAN (6.7+; elsewhere wasmtime falls back to `madvise`), up to these many
+            // bytes, instead of `madvise` throwing the pages away and the next instance
+            // faulting them in again: 15 system calls and ~44 page faults fewer per request
+            // with the benchmark's five plugins, for ~70 k more instructions of copying. A
+            // slot keeps at most that much resident while unused.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto)
             .max_memory_size(
                 usize::try_from(options.max_memory_bytes)
                     .context("runtime.max_memory_bytes does not fit this platform")?,
