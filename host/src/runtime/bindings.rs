@@ -39,7 +39,7 @@ mod generated {
 pub(crate) use generated::wasmgate::plugin::{
     clock, context, digest, exchange, kv, logging, types,
 };
-pub(crate) use generated::{Plugin, PluginIndices, PluginPre};
+pub(crate) use generated::{Plugin, PluginIndices};
 use types::Hooks;
 
 /// Converts a JSON object to the text form that crosses the boundary.

@@ -35,12 +35,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use failure::{FailureKind, HookFailure};
 pub use grants::{DirGrant, Grants};
 pub use limits::Limits;
+use plugin::Prepared;
 pub use plugin::{Isolation, LoadedPlugin, PluginInstance, PluginSetup, checkout_all};
 pub use quarantine::{QuarantinePolicy, QuarantineStatus};
 pub use stats::{HookSnapshot, LatencyHistogram, PluginStats, StatsSnapshot};
 
 use crate::kv::KvStore;
-use bindings::PluginPre;
 use host::HostState;
 use snapshot::Snapshotting;
 
@@ -432,7 +432,7 @@ impl Runtime {
         self: &Arc<Self>,
         bytes: Vec<u8>,
         stack_bytes: usize,
-    ) -> anyhow::Result<PluginPre<HostState>> {
+    ) -> anyhow::Result<Prepared> {
         self.check_size(bytes.len() as u64)
             .context("the snapshot is too large")?;
         let runtime = self.clone();
@@ -496,7 +496,7 @@ impl Runtime {
     }
 
     /// Links a compiled component against the plugin world and finds its exports.
-    fn pre_instantiate(compiled: &Compiled) -> anyhow::Result<PluginPre<HostState>> {
+    fn pre_instantiate(compiled: &Compiled) -> anyhow::Result<Prepared> {
         let pre = compiled
             .flavor
             .linker
@@ -507,7 +507,7 @@ impl Runtime {
                  wasmgate:plugin@{WORLD_VERSION} interfaces and WASI 0.2"
                 )
             })?;
-        PluginPre::new(pre).map_err(|e| {
+        Prepared::new(pre).map_err(|e| {
             anyhow!(
                 "the component does not export the wasmgate:plugin@{WORLD_VERSION} `plugin` \
                  world: {e:#}"

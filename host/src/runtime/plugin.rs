@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::Notify;
-use wasmtime::component::Instance;
+use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::{self, OutputSize, Plugin, PluginIndices, PluginPre};
+use super::bindings::{self, OutputSize, Plugin, PluginIndices};
 use super::capacity::Permit;
 use super::epoch::Ticker;
 use super::exchange::{self, Annotations, Lent};
@@ -107,7 +107,7 @@ impl LoadedPlugin {
     pub(super) async fn load(
         runtime: Arc<Runtime>,
         name: &str,
-        pre: PluginPre<HostState>,
+        pre: Prepared,
         snapshotting: Snapshotting,
         setup: PluginSetup,
     ) -> anyhow::Result<Arc<Self>> {
@@ -119,7 +119,6 @@ impl LoadedPlugin {
             isolation,
         } = setup;
         let name: Arc<str> = Arc::from(name);
-        let pre = Prepared::new(pre)?;
         let mut first =
             PluginInstance::instantiate_for_load(&runtime, &name, &pre, limits, &grants).await?;
         let reported_name = first
@@ -732,15 +731,18 @@ pub async fn checkout_all(
     Ok(taken)
 }
 
-/// A linked component and where its exports are: what instances are created from.
-struct Prepared {
-    pre: PluginPre<HostState>,
+/// A component linked against the plugin world, and where its exports are: what instances
+/// are created from. (The generated `PluginPre` holds the same, but does not hand out the
+/// instance a snapshot is read from.)
+pub(super) struct Prepared {
+    pre: InstancePre<HostState>,
     indices: PluginIndices,
 }
 
 impl Prepared {
-    fn new(pre: PluginPre<HostState>) -> anyhow::Result<Self> {
-        let indices = PluginIndices::new(pre.instance_pre())?;
+    /// Finds the world's exports in a linked component; fails when one is missing or mistyped.
+    pub(super) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
+        let indices = PluginIndices::new(&pre)?;
         Ok(Self { pre, indices })
     }
 }
@@ -806,7 +808,7 @@ impl PluginInstance {
         });
         prepare(&mut store, limits, None);
         let ticking = runtime.ticker().ticking();
-        let instantiated = match pre.pre.instance_pre().instantiate_async(&mut store).await {
+        let instantiated = match pre.pre.instantiate_async(&mut store).await {
             Ok(instance) => pre
                 .indices
                 .load(&mut store, &instance)
@@ -898,11 +900,9 @@ impl PluginInstance {
         drop(ticking);
         let taken = taken?;
         let (bytes, started) = (taken.len(), Instant::now());
-        let snapshot = Prepared::new(
-            runtime
-                .compile_snapshot(taken, self.limits.stack_bytes)
-                .await?,
-        )?;
+        let snapshot = runtime
+            .compile_snapshot(taken, self.limits.stack_bytes)
+            .await?;
         tracing::info!(
             plugin = &**name,
             bytes,

@@ -63,6 +63,8 @@ pub(super) async fn take(
         );
     }
     let wizer = wizer();
+    // Instrumenting again only to get Wizer's map of the component, which borrows `source`
+    // and so cannot be kept from the compilation: once per load, never per request.
     let (cx, _) = wizer
         .instrument_component(source)
         .map_err(|e| anyhow!("{e:#}"))?;
