@@ -39,7 +39,10 @@ mod generated {
 pub(crate) use generated::wasmgate::plugin::{
     clock, context, digest, exchange, kv, logging, types,
 };
-pub(crate) use generated::{Plugin, PluginIndices};
+mod exports;
+
+pub(crate) use exports::{ExportIndices, Exports};
+pub(crate) use generated::Plugin;
 use types::Hooks;
 
 /// Converts a JSON object to the text form that crosses the boundary.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{clock, context, digest, kv, logging, types};
 use super::exchange::{Annotations, Lent};
@@ -22,7 +22,9 @@ const MAX_LOG_BYTES: usize = 4096;
 
 /// The state of one plugin instance's store.
 pub(crate) struct HostState {
-    wasi: WasiCtx,
+    /// The plugin's WASI, built on the guest's first WASI call when nothing is granted: most
+    /// hook calls make none, and building one is ~3 k instructions per instance.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     /// The plugin's name: log tag and key-value namespace.
     pub(crate) plugin: Arc<str>,
@@ -54,20 +56,19 @@ impl HostState {
         memory_bytes: u64,
         grants: &Grants,
     ) -> anyhow::Result<Self> {
-        // By default: no preopened directories, no environment, no arguments, stdin closed,
-        // stdout and stderr captured into the host log, and no network: TCP, UDP and name
-        // lookup are off. Grants add environment variables and read-only directories.
         let stdout = GuestOutput::new(plugin.clone(), "stdout");
         let stderr = GuestOutput::new(plugin.clone(), "stderr");
-        let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        grants.apply(&mut wasi)?;
+        // Granted directories are opened now, so an instance that cannot have them is never
+        // created; with nothing granted there is nothing that can fail later.
+        let wasi = if grants.is_empty() {
+            None
+        } else {
+            let mut wasi = sandboxed_wasi(&stdout, &stderr);
+            grants.apply(&mut wasi)?;
+            Some(wasi.build())
+        };
         Ok(Self {
-            wasi: wasi.build(),
+            wasi,
             table: ResourceTable::new(),
             plugin,
             kv,
@@ -94,10 +95,27 @@ impl HostState {
     }
 }
 
+/// The WASI every plugin gets: no preopened directories, no environment, no arguments, stdin
+/// closed, stdout and stderr captured into the host log, and no network (TCP, UDP and name
+/// lookup off). Grants add environment variables and read-only directories.
+fn sandboxed_wasi(stdout: &GuestOutput, stderr: &GuestOutput) -> WasiCtxBuilder {
+    let mut wasi = WasiCtx::builder();
+    wasi.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    wasi
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| sandboxed_wasi(stdout, stderr).build());
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

@@ -11,7 +11,7 @@ use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::{self, OutputSize, Plugin, PluginIndices};
+use super::bindings::{self, ExportIndices, Exports, OutputSize};
 use super::capacity::Permit;
 use super::epoch::Ticker;
 use super::exchange::{self, Annotations, Lent};
@@ -736,13 +736,13 @@ pub async fn checkout_all(
 /// instance a snapshot is read from.)
 pub(super) struct Prepared {
     pre: InstancePre<HostState>,
-    indices: PluginIndices,
+    indices: ExportIndices,
 }
 
 impl Prepared {
     /// Finds the world's exports in a linked component; fails when one is missing or mistyped.
     pub(super) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
-        let indices = PluginIndices::new(&pre)?;
+        let indices = ExportIndices::new(&pre)?;
         Ok(Self { pre, indices })
     }
 }
@@ -762,7 +762,7 @@ impl Drop for BusyGuard<'_> {
 pub struct PluginInstance {
     store: Store<HostState>,
     instance: Instance,
-    bindings: Plugin,
+    exports: Exports,
     limits: Limits,
     poisoned: bool,
     last_elapsed: Duration,
@@ -812,11 +812,11 @@ impl PluginInstance {
             Ok(instance) => pre
                 .indices
                 .load(&mut store, &instance)
-                .map(|bindings| (instance, bindings)),
+                .map(|exports| (instance, exports)),
             Err(err) => Err(err),
         };
         drop(ticking);
-        let (instance, bindings) = instantiated.map_err(|e| {
+        let (instance, exports) = instantiated.map_err(|e| {
             let kind = classify(&store, &e);
             HookFailure {
                 plugin: name.to_string(),
@@ -835,7 +835,7 @@ impl PluginInstance {
         Ok(Self {
             store,
             instance,
-            bindings,
+            exports,
             limits,
             poisoned: false,
             last_elapsed: Duration::ZERO,
@@ -940,7 +940,7 @@ impl PluginInstance {
         &mut self,
         ctx: Option<&Arc<RequestContext>>,
         hook: Hook,
-        f: impl AsyncFnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<Result<T, String>>,
+        f: impl AsyncFnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<Result<T, String>>,
     ) -> Result<T, HookFailure> {
         let started = Instant::now();
         prepare(&mut self.store, self.limits, ctx.cloned());
@@ -948,7 +948,7 @@ impl PluginInstance {
         // away), the instance is in an unknown state and must never be reused.
         self.poisoned = true;
         let ticking = self.ticker.ticking();
-        let result = f(&self.bindings, &mut self.store).await;
+        let result = f(&self.exports, &mut self.store).await;
         drop(ticking);
         self.poisoned = false;
         self.last_elapsed = started.elapsed();
