@@ -93,126 +93,124 @@ impl ExportIndices {
 pub(crate) struct Exports([Func; NAMES.len()]);
 
 impl Exports {
-    /// `which` with its signature `P -> R`. Debug builds check the signature on every call;
-    /// release builds rely on [`ExportIndices::new`] having checked it for this component.
+    /// Calls `which` with its signature `P -> (R)`. Debug builds check the signature on every
+    /// call; release builds rely on [`ExportIndices::new`] having checked it for this
+    /// component.
     #[expect(
         unsafe_code,
         reason = "an export's type is checked once per linked component, not per instance"
     )]
-    fn typed<P, R>(
+    async fn call<P, R>(
         &self,
         store: &mut Store<HostState>,
         which: Export,
-    ) -> wasmtime::Result<TypedFunc<P, R>>
+        params: P,
+    ) -> wasmtime::Result<R>
     where
-        P: ComponentNamedList + Lower,
-        R: ComponentNamedList + Lift,
+        P: ComponentNamedList + Lower + Send + Sync,
+        (R,): ComponentNamedList + Lift + Send + Sync + 'static,
     {
         let func = self.0[which as usize];
-        if cfg!(debug_assertions) {
-            return func.typed::<P, R>(&*store);
-        }
-        // SAFETY: `ExportIndices::new` checked this export of this component against the
-        // world's signature (the generated `PluginIndices::new`), and every call below names
-        // that same signature, which debug builds (the test suite) check on each call.
-        Ok(unsafe { TypedFunc::new_unchecked(func) })
+        let typed = if cfg!(debug_assertions) {
+            func.typed::<P, (R,)>(&*store)?
+        } else {
+            // SAFETY: `ExportIndices::new` checked this export of this component against the
+            // world's signature (the generated `PluginIndices::new`), and each call below
+            // names that same signature, which debug builds (the test suite) check every time.
+            unsafe { TypedFunc::new_unchecked(func) }
+        };
+        Ok(typed.call_async(store, params).await?.0)
     }
 
     /// Calls `get-name`.
-    pub(crate) async fn call_get_name(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<String> {
-        let f = self.typed::<(), (String,)>(store, Export::GetName)?;
-        Ok(f.call_async(store, ()).await?.0)
+    pub(crate) async fn call_get_name(&self, s: &mut Store<HostState>) -> wasmtime::Result<String> {
+        self.call::<(), String>(s, Export::GetName, ()).await
     }
 
     /// Calls `hooks`.
-    pub(crate) async fn call_hooks(&self, store: &mut Store<HostState>) -> wasmtime::Result<Hooks> {
-        let f = self.typed::<(), (Hooks,)>(store, Export::Hooks)?;
-        Ok(f.call_async(store, ()).await?.0)
+    pub(crate) async fn call_hooks(&self, s: &mut Store<HostState>) -> wasmtime::Result<Hooks> {
+        self.call::<(), Hooks>(s, Export::Hooks, ()).await
     }
 
     /// Calls `init(config)`.
-    pub(crate) async fn call_init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let f = self.typed::<(&str,), (Result<(), String>,)>(store, Export::Init)?;
-        Ok(f.call_async(store, (config,)).await?.0)
+    pub(crate) async fn call_init(&self, s: &mut Store<HostState>, config: &str) -> Guest<()> {
+        self.call::<(&str,), Result<(), String>>(s, Export::Init, (config,))
+            .await
     }
 
     /// Calls `transport-interceptor(req)`.
     pub(crate) async fn call_transport_interceptor(
         &self,
-        store: &mut Store<HostState>,
+        s: &mut Store<HostState>,
         req: HttpRequest<'_>,
-    ) -> wasmtime::Result<Result<TransportOutcome, String>> {
-        let f = self.typed::<(HttpRequest<'_>,), (Result<TransportOutcome, String>,)>(
-            store,
+    ) -> Guest<TransportOutcome> {
+        self.call::<(HttpRequest<'_>,), Result<TransportOutcome, String>>(
+            s,
             Export::TransportInterceptor,
-        )?;
-        Ok(f.call_async(store, (req,)).await?.0)
+            (req,),
+        )
+        .await
     }
 
     /// Calls `pre-hook(req)`.
     pub(crate) async fn call_pre_hook(
         &self,
-        store: &mut Store<HostState>,
+        s: &mut Store<HostState>,
         req: Resource<Request>,
-    ) -> wasmtime::Result<Result<PreOutcome, String>> {
-        let f = self
-            .typed::<(Resource<Request>,), (Result<PreOutcome, String>,)>(store, Export::PreHook)?;
-        Ok(f.call_async(store, (req,)).await?.0)
+    ) -> Guest<PreOutcome> {
+        self.call::<(Resource<Request>,), Result<PreOutcome, String>>(s, Export::PreHook, (req,))
+            .await
     }
 
     /// Calls `post-hook(outcome)`.
     pub(crate) async fn call_post_hook(
         &self,
-        store: &mut Store<HostState>,
+        s: &mut Store<HostState>,
         outcome: Resource<Outcome>,
-    ) -> wasmtime::Result<Result<Option<PostOutcome>, String>> {
-        let f = self.typed::<(Resource<Outcome>,), (Result<Option<PostOutcome>, String>,)>(
-            store,
+    ) -> Guest<Option<PostOutcome>> {
+        self.call::<(Resource<Outcome>,), Result<Option<PostOutcome>, String>>(
+            s,
             Export::PostHook,
-        )?;
-        Ok(f.call_async(store, (outcome,)).await?.0)
+            (outcome,),
+        )
+        .await
     }
 
     /// Calls `stream-chunk(chunk)`.
     pub(crate) async fn call_stream_chunk(
         &self,
-        store: &mut Store<HostState>,
+        s: &mut Store<HostState>,
         chunk: StreamChunk<'_>,
-    ) -> wasmtime::Result<Result<ChunkOutcome, String>> {
-        let f = self.typed::<(StreamChunk<'_>,), (Result<ChunkOutcome, String>,)>(
-            store,
+    ) -> Guest<ChunkOutcome> {
+        self.call::<(StreamChunk<'_>,), Result<ChunkOutcome, String>>(
+            s,
             Export::StreamChunk,
-        )?;
-        Ok(f.call_async(store, (chunk,)).await?.0)
+            (chunk,),
+        )
+        .await
     }
 
     /// Calls `on-error(err)`.
     pub(crate) async fn call_on_error(
         &self,
-        store: &mut Store<HostState>,
+        s: &mut Store<HostState>,
         err: GatewayErrorParam<'_>,
-    ) -> wasmtime::Result<Result<Option<GatewayErrorResult>, String>> {
-        let f = self
-            .typed::<(GatewayErrorParam<'_>,), (Result<Option<GatewayErrorResult>, String>,)>(
-                store,
-                Export::OnError,
-            )?;
-        Ok(f.call_async(store, (err,)).await?.0)
+    ) -> Guest<Option<GatewayErrorResult>> {
+        self.call::<(GatewayErrorParam<'_>,), Result<Option<GatewayErrorResult>, String>>(
+            s,
+            Export::OnError,
+            (err,),
+        )
+        .await
     }
 
     /// Calls `cleanup`.
-    pub(crate) async fn call_cleanup(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let f = self.typed::<(), (Result<(), String>,)>(store, Export::Cleanup)?;
-        Ok(f.call_async(store, ()).await?.0)
+    pub(crate) async fn call_cleanup(&self, s: &mut Store<HostState>) -> Guest<()> {
+        self.call::<(), Result<(), String>>(s, Export::Cleanup, ())
+            .await
     }
 }
+
+/// What a hook answers: a trap or limit (`Err`), or the guest's own result, whose `Err` is the
+/// plugin's error message.
+type Guest<T> = wasmtime::Result<Result<T, String>>;
