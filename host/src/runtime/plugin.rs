@@ -733,7 +733,7 @@ pub async fn checkout_all(
 
 /// A component linked against the plugin world, and where its exports are: what instances
 /// are created from. (The generated `PluginPre` holds the same, but does not hand out the
-/// instance a snapshot is read from.)
+/// instance a snapshot is read from, and type-checks every export again on each instance.)
 pub(super) struct Prepared {
     pre: InstancePre<HostState>,
     indices: ExportIndices,
@@ -808,13 +808,10 @@ impl PluginInstance {
         });
         prepare(&mut store, limits, None);
         let ticking = runtime.ticker().ticking();
-        let instantiated = match pre.pre.instantiate_async(&mut store).await {
-            Ok(instance) => pre
-                .indices
-                .load(&mut store, &instance)
-                .map(|exports| (instance, exports)),
-            Err(err) => Err(err),
-        };
+        let instantiated = pre.pre.instantiate_async(&mut store).await.map(|instance| {
+            let exports = pre.indices.load(&mut store, &instance);
+            (instance, exports)
+        });
         drop(ticking);
         let (instance, exports) = instantiated.map_err(|e| {
             let kind = classify(&store, &e);

@@ -45,52 +45,34 @@ const NAMES: [&str; 9] = [
 /// Where a linked component's exports are. Creating it checks every export's type against the
 /// world, once per linked component: what lets [`Exports`] call them unchecked.
 #[derive(Debug, Clone)]
-pub(crate) struct ExportIndices([ComponentExportIndex; NAMES.len()]);
+pub(crate) struct ExportIndices([Option<ComponentExportIndex>; NAMES.len()]);
 
 impl ExportIndices {
     /// Finds and type-checks the world's exports in `pre`; fails naming the first one missing
     /// or mistyped.
     pub(crate) fn new(pre: &InstancePre<HostState>) -> wasmtime::Result<Self> {
-        // The generated indices check each export's type against the world's signature, the
-        // same signatures `Exports` calls with below.
+        // The generated indices check that each export is there, a function, and of the
+        // world's signature: the same signatures `Exports` calls with below.
         PluginIndices::new(pre)?;
         let component = pre.component();
-        let mut found = Vec::with_capacity(NAMES.len());
-        for name in NAMES {
-            let index = component
-                .get_export_index(None, name)
-                .ok_or_else(|| wasmtime::format_err!("no export `{name}` found"))?;
-            found.push(index);
-        }
-        let indices = found
-            .try_into()
-            .map_err(|_| wasmtime::format_err!("the world has {} exports", NAMES.len()))?;
-        Ok(Self(indices))
+        Ok(Self(
+            NAMES.map(|name| component.get_export_index(None, name)),
+        ))
     }
 
     /// The exports of `instance`, an instance of the component these indices were made for.
-    pub(crate) fn load(
-        &self,
-        store: &mut Store<HostState>,
-        instance: &Instance,
-    ) -> wasmtime::Result<Exports> {
-        let mut funcs = Vec::with_capacity(NAMES.len());
-        for (index, name) in self.0.iter().zip(NAMES) {
-            let func = instance
-                .get_func(&mut *store, index)
-                .ok_or_else(|| wasmtime::format_err!("export `{name}` is not a function"))?;
-            funcs.push(func);
-        }
-        let funcs = funcs
-            .try_into()
-            .map_err(|_| wasmtime::format_err!("the world has {} exports", NAMES.len()))?;
-        Ok(Exports(funcs))
+    pub(crate) fn load(&self, store: &mut Store<HostState>, instance: &Instance) -> Exports {
+        Exports(
+            self.0
+                .map(|index| index.and_then(|index| instance.get_func(&mut *store, index))),
+        )
     }
 }
 
-/// One instance's exports, callable with the world's signatures.
+/// One instance's exports, callable with the world's signatures. (All are there: the link
+/// checked them; a missing one would fail its call.)
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Exports([Func; NAMES.len()]);
+pub(crate) struct Exports([Option<Func>; NAMES.len()]);
 
 impl Exports {
     /// Calls `which` with its signature `P -> (R)`. Debug builds check the signature on every
@@ -110,7 +92,9 @@ impl Exports {
         P: ComponentNamedList + Lower + Send + Sync,
         (R,): ComponentNamedList + Lift + Send + Sync + 'static,
     {
-        let func = self.0[which as usize];
+        let func = self.0[which as usize].ok_or_else(|| {
+            wasmtime::format_err!("the plugin has no export `{}`", NAMES[which as usize])
+        })?;
         let typed = if cfg!(debug_assertions) {
             func.typed::<P, (R,)>(&*store)?
         } else {
