@@ -83,6 +83,29 @@ pub fn pinned(core: usize, program: &Path) -> Command {
     command
 }
 
+/// Pins this process (every thread it has, and so every thread it starts) to `core`. The
+/// harness itself runs beside the load generator: the threads draining the gateway's output
+/// (the logging plugin writes a line per request) are woken by each line, and woken on the
+/// server core they would take their share of it from the gateway being measured.
+pub fn pin_self(core: usize) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &core.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux) to pin the harness")?;
+    anyhow::ensure!(
+        status.success(),
+        "taskset could not pin the harness to core {core}: {status}"
+    );
+    Ok(())
+}
+
 /// Starts `command` and returns once a line of its `stream` (stdout or stderr) contains
 /// `marker`; the rest of that stream is drained in the background. Returns the process, the
 /// line and how long it took.
