@@ -93,6 +93,8 @@ fn main() -> anyhow::Result<()> {
                 gateway.display()
             );
             let oha = load::Oha::new(&oha)?;
+            // Read before pinning: pinned, the harness would see one core.
+            let provenance = provenance();
             procs::pin_self(procs::LOAD_CORE)?;
             let plan = if quick {
                 run::Plan::quick()
@@ -101,7 +103,7 @@ fn main() -> anyhow::Result<()> {
             };
             let figures = run::run(&plan, &gateway, &oha)?;
             let micro = report::read_micro(&criterion);
-            let text = report::render(&figures, &micro, &provenance());
+            let text = report::render(&figures, &micro, &provenance);
             match out {
                 Some(path) => {
                     std::fs::write(&path, &text)
