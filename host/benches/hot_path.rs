@@ -90,7 +90,7 @@ fn hook_and_instance(c: &mut Criterion) {
     // its own instances. The same call timed alone after evicting the caches (writing a buffer
     // larger than a core's L2), on one instance and rotating over 64.
     let plugin = load(artifacts::NOOP, json!({}));
-    let mut evict = vec![0u8; 16 << 20];
+    let mut evict = vec![0u8; 4 << 20];
     for count in [1usize, 64] {
         let mut instances: Vec<_> = (0..count)
             .map(|_| rt.block_on(plugin.checkout()).expect("an instance"))
