@@ -90,6 +90,16 @@ impl HostState {
         self.table.is_empty()
     }
 
+    /// Forgets the previous call's output and restores its log budget. Output reaches the
+    /// gateway only through the WASI context, so an instance that never needed one (most make
+    /// no WASI call) has nothing to forget, and its buffers are not touched.
+    pub(crate) fn forget_output(&self) {
+        if self.wasi.is_some() {
+            self.stdout.reset();
+            self.stderr.reset();
+        }
+    }
+
     fn request_id(&self) -> &str {
         self.request.as_deref().map_or("-", RequestContext::id)
     }

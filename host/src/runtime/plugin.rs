@@ -1022,8 +1022,7 @@ pub(super) fn prepare(
     state.deadline_hit = false;
     state.deadline_import = None;
     state.limiter.hit = false;
-    state.stdout.reset();
-    state.stderr.reset();
+    state.forget_output();
     // Fails only when the engine meters no fuel (`runtime.fuel` off): nothing to set then.
     let _ = store.set_fuel(limits.fuel);
     store.set_epoch_deadline(1);
