@@ -290,8 +290,10 @@ pub struct PluginConfig {
     /// Capabilities lent to the plugin beyond the sandbox's defaults (none by default).
     #[serde(default, skip_serializing_if = "Grants::is_empty")]
     pub grants: Grants,
-    /// `pooled` (default): warm instances are reused between requests; `per-request`: every
-    /// request gets an instance that never served another (created ahead of time).
+    /// `pooled` (default): warm instances are reused between requests, one per request in
+    /// flight; `per-request`: every request gets an instance that never served another
+    /// (created ahead of time); `shared`: each hook call takes a warm instance and gives it
+    /// back when it returns (for plugins that keep no per-request state in memory).
     #[serde(default, skip_serializing_if = "is_pooled")]
     pub isolation: Isolation,
 }

@@ -125,6 +125,15 @@ pub struct Link {
     pub parallel: bool,
 }
 
+impl Link {
+    /// Whether the plugin's instances are shared per hook call
+    /// ([`Isolation::Shared`](crate::runtime::Isolation::Shared)): a request takes one for each
+    /// call and gives it back at once, rather than holding one for all its hooks.
+    pub fn shared(&self) -> bool {
+        self.plugin.isolation() == crate::runtime::Isolation::Shared
+    }
+}
+
 /// The active plugins in pipeline order. Immutable: a reload builds a new one.
 #[derive(Debug, Clone, Default)]
 pub struct Chain {

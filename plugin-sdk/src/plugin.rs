@@ -15,7 +15,9 @@ use crate::{
 /// The gateway creates instances of a plugin as it needs them; each instance calls `init` once
 /// and then serves one request at a time, with every hook of a request running on the same
 /// instance. So `self` may carry state from a request's pre-hook to its post-hook, but state that
-/// must be shared between instances or outlive one belongs in [`kv`](crate::kv).
+/// must be shared between instances or outlive one belongs in [`kv`](crate::kv). (Unless the
+/// gateway's config makes the plugin's instances `shared`: then every hook call may land on
+/// another instance, and a plugin must keep nothing about a request in `self`.)
 ///
 /// An `Err` from a hook is a plugin failure, handled by the failure policy the gateway configured
 /// for the plugin; a panic traps the instance, which the gateway then discards.

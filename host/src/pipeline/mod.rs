@@ -91,7 +91,8 @@ pub enum Transported {
 }
 
 /// One request's pass through the pipeline: the chain snapshot it started on, its context and
-/// the plugin instances it has checked out (one per plugin, returned when it is dropped).
+/// the plugin instances it has checked out (one per plugin, returned when it is dropped; a
+/// shared plugin's only for the length of a call).
 pub struct Session {
     chain: Arc<Chain>,
     ctx: Arc<RequestContext>,
@@ -147,11 +148,12 @@ impl Session {
         if result.is_err() {
             failed[i] = true;
         }
-        if instance.is_poisoned()
-            && let Some(broken) = slots[i].take()
+        if (instance.is_poisoned() || link.shared())
+            && let Some(instance) = slots[i].take()
         {
-            // Never reused: the pool drops it and frees its slot.
-            link.plugin.checkin(broken);
+            // Broken: never reused (the pool drops it and frees its slot). Shared: the call
+            // is over, and the next one, of any request, takes it again.
+            link.plugin.checkin(instance);
         }
         result
     }
@@ -164,7 +166,9 @@ impl Session {
         let missing: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 // A quarantined plugin is refused at its hook without an instance.
+                // A shared plugin's instance is taken per call, not held by the request.
                 self.slots[i].is_none()
+                    && !self.chain.links[i].shared()
                     && !self.failed[i]
                     && !self.chain.links[i].plugin.quarantine().quarantined
             })
@@ -220,13 +224,14 @@ impl Session {
     }
 
     /// Puts link `i`'s instance back after a call (`failed`: the call failed), or returns it to
-    /// its pool if the call broke it.
+    /// its pool if the call broke it or the plugin's instances are shared.
     fn put_instance(&mut self, i: usize, instance: PluginInstance, failed: bool) {
         if failed {
             self.failed[i] = true;
         }
-        if instance.is_poisoned() {
-            self.chain.links[i].plugin.checkin(instance);
+        let link = &self.chain.links[i];
+        if instance.is_poisoned() || link.shared() {
+            link.plugin.checkin(instance);
         } else {
             self.slots[i] = Some(instance);
         }

@@ -5,7 +5,8 @@
 //! Model: each plugin is compiled once (off the async runtime) and pre-instantiated
 //! (`InstancePre`). Instances are created on demand from the pooling allocator, run `init`
 //! once, and are then reused: one instance serves one request at a time, and every hook of a
-//! request runs on the same instance. An instance that trapped or hit a limit is discarded.
+//! request runs on the same instance (shared isolation: one hook call at a time, each call on
+//! whichever instance is idle). An instance that trapped or hit a limit is discarded.
 //! Under per-request isolation an instance serves one request only, and instances start from a
 //! snapshot taken after the plugin's one `init` (the `snapshot` module).
 
@@ -371,7 +372,9 @@ impl Runtime {
         let sha256 = sha256.to_string();
         self.bounded(move || {
             let compiled = match isolation {
-                Isolation::Pooled => runtime.compile_cached(&sha256, &bytes, stack_bytes),
+                Isolation::Pooled | Isolation::Shared => {
+                    runtime.compile_cached(&sha256, &bytes, stack_bytes)
+                }
                 Isolation::PerRequest => runtime.compile_instrumented(&sha256, bytes, stack_bytes),
             };
             compile::return_freed_memory();

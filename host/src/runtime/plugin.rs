@@ -44,6 +44,14 @@ pub enum Isolation {
     /// cannot be snapshotted: then each instance runs `init`). Fresh instances are created
     /// ahead of time, in the background, so requests seldom wait for one.
     PerRequest,
+    /// Instances are shared at the grain of a hook call: each call takes the most recently
+    /// used idle instance and gives it back as soon as it returns, so a request's hooks may run
+    /// on different instances and one instance serves many requests in flight, one call at a
+    /// time. For plugins that keep nothing about a request in their memory from one hook to
+    /// the next (what a later hook needs goes in the request's `context`, what outlives the
+    /// request in `kv`). Under load a few instances serve every call and stay in the CPU's
+    /// caches, where pooled instances are one per request in flight.
+    Shared,
 }
 
 /// Everything a plugin is loaded with besides its component.
@@ -142,7 +150,7 @@ impl LoadedPlugin {
             );
         };
         let (pre, preinitialized, first) = match (isolation, snapshotting) {
-            (Isolation::Pooled, _) => (pre, false, Some(first)),
+            (Isolation::Pooled | Isolation::Shared, _) => (pre, false, Some(first)),
             (Isolation::PerRequest, Snapshotting::From(source)) => match first
                 .preinitialize(&runtime, &name, &source, &grants, &reported_name)
                 .await
@@ -450,7 +458,7 @@ impl LoadedPlugin {
         }
         {
             let mut pool = self.pool();
-            if self.isolation == Isolation::Pooled
+            if self.isolation != Isolation::PerRequest
                 && !pool.retired
                 && pool.idle.len() < self.runtime.options().max_idle_per_plugin
             {

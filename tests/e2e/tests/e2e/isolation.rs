@@ -1,6 +1,7 @@
 //! Instance isolation: pooled instances are reused, so what one request leaves in a plugin's
 //! memory the next can see; under `"isolation": "per-request"` every request runs on an
-//! instance that never served another, and nothing crosses over.
+//! instance that never served another, and nothing crosses over; under `"isolation": "shared"`
+//! an instance is taken for one hook call only, so requests in flight share a few instances.
 
 use serde_json::{Value, json};
 use wasmgate::runtime::Isolation;
@@ -65,6 +66,103 @@ async fn per_request_instances_never_see_an_earlier_request() {
         created >= 14,
         "only {created} instances for 14 requests: {status}"
     );
+    gw.stop().await;
+}
+
+/// Plugins `A` and `B` (scripted) with `isolation`. Sends 16 requests that each wait 1.5 s at
+/// the provider, one after the other's pre-hooks ran (so no two hook calls overlap), and
+/// returns, per plugin, its busy instances while all 16 are at the provider and the instances
+/// it created in all.
+async fn instances_for_sixteen_in_flight(isolation: Isolation) -> Vec<(String, u64, u64)> {
+    let gw = TestGateway::start_with(|config| {
+        config.plugins = ["A", "B"]
+            .into_iter()
+            .map(|name| {
+                let mut p = scripted(name, json!({}));
+                p.isolation = isolation;
+                p
+            })
+            .collect();
+    })
+    .await;
+    let pre_hooks_run = async |name: &str| {
+        gw.plugin_status(name).await["stats"]["by_hook"]["pre-hook"]["calls"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut requests = Vec::new();
+    for i in 0..16u64 {
+        let gw_ref = &gw;
+        let mut request = Box::pin(async move {
+            gw_ref
+                .chat(&chat_body("mock/slow-1500", &format!("request {i}")))
+                .await
+        });
+        // Drive it until both pre-hooks ran: it is at the provider.
+        loop {
+            tokio::select! {
+                (status, body) = &mut request => panic!("answered early: {status} {body}"),
+                () = tokio::time::sleep(std::time::Duration::from_millis(2)) => {}
+            }
+            if pre_hooks_run("B").await == i + 1 {
+                break;
+            }
+        }
+        requests.push(request);
+    }
+    let mut busy_in_flight = Vec::new();
+    for name in ["A", "B"] {
+        assert_eq!(pre_hooks_run(name).await, 16);
+        let status = gw.plugin_status(name).await;
+        busy_in_flight.push(status["busy_instances"].as_u64().unwrap_or(u64::MAX));
+    }
+    for (status, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+        // Every hook ran, in order, whichever instance each call got.
+        assert_eq!(
+            trace_of(&body),
+            "A.transport,B.transport,A.pre,B.pre,B.post,A.post"
+        );
+    }
+    let mut seen = Vec::new();
+    for (name, busy) in ["A", "B"].into_iter().zip(busy_in_flight) {
+        let status = gw.plugin_status(name).await;
+        assert_eq!(status["status"], "active", "{status}");
+        assert_eq!(status["busy_instances"], 0, "all given back: {status}");
+        let mode = serde_json::to_value(isolation).expect("serialisable");
+        assert_eq!(status["isolation"], mode, "{status}");
+        let created = status["stats"]["instances_created"].as_u64().unwrap_or(0);
+        seen.push((name.to_string(), busy, created));
+    }
+    gw.stop().await;
+    seen
+}
+
+#[tokio::test]
+async fn shared_instances_are_held_for_a_call_not_for_a_request() {
+    // Pooled: every request in flight holds an instance of each plugin from its first hook
+    // to its last, so sixteen at the provider hold sixteen.
+    for (name, busy, created) in instances_for_sixteen_in_flight(Isolation::Pooled).await {
+        assert_eq!(busy, 16, "pooled {name}");
+        assert!(created >= 16, "pooled {name}: {created} instances");
+    }
+    // Shared: an instance is out only while a hook runs, so requests waiting at the provider
+    // hold none, and calls that never overlapped needed far fewer than sixteen (the sixteen
+    // post-hooks come back together and may overlap).
+    for (name, busy, created) in instances_for_sixteen_in_flight(Isolation::Shared).await {
+        assert_eq!(busy, 0, "shared {name}");
+        assert!(created < 16, "shared {name}: {created} instances");
+    }
+}
+
+#[tokio::test]
+async fn a_shared_instance_carries_memory_between_requests() {
+    // Sharing is pooling at the grain of a call: what a call leaves in memory, the next call
+    // on that instance sees, whichever request it belongs to.
+    let gw = gateway(Isolation::Shared).await;
+    assert_eq!(previous_prompt(&gw, "first").await, Value::Null);
+    assert_eq!(previous_prompt(&gw, "second").await, json!("first"));
+    assert_eq!(gw.plugin_status("remember").await["isolation"], "shared");
     gw.stop().await;
 }
 
