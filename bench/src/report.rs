@@ -122,19 +122,25 @@ pub fn targets(f: &Figures) -> Vec<Target> {
         ),
         met: ratio <= 1.2,
     });
-    let extra = noop.p50_us - bare.p50_us;
-    let share = noop.max_rps / bare.max_rps;
-    let bare_disturbed = disturbed(bare, noop);
-    out.push(Target {
-        what: "5 no-op plugins vs 0: <= 20 µs more at p50 and >= 85 % of the throughput",
-        measured: format!(
-            "+{extra:.1} µs at p50; {:.0} %% of the max RPS{}",
-            share * 100.0,
-            bare_disturbed.as_deref().unwrap_or_default()
-        )
-        .replace("%%", "%"),
-        met: extra <= 20.0 && share >= 0.85 && bare_disturbed.is_none(),
-    });
+    let against_bare = |what: &'static str, noop: &SystemFigures| {
+        let extra = noop.p50_us - bare.p50_us;
+        let share = noop.max_rps / bare.max_rps;
+        let bare_disturbed = disturbed(bare, noop);
+        Target {
+            what,
+            measured: format!(
+                "+{extra:.1} µs at p50; {:.0} %% of the max RPS{}",
+                share * 100.0,
+                bare_disturbed.as_deref().unwrap_or_default()
+            )
+            .replace("%%", "%"),
+            met: extra <= 20.0 && share >= 0.85 && bare_disturbed.is_none(),
+        }
+    };
+    out.push(against_bare(
+        "5 no-op plugins vs 0: <= 20 µs more at p50 and >= 85 % of the throughput",
+        noop,
+    ));
     let rps_ratio = real.max_rps / nginx.max_rps;
     let nginx_disturbed = disturbed(nginx, bare);
     out.push(Target {
@@ -168,6 +174,13 @@ pub fn targets(f: &Figures) -> Vec<Target> {
         ),
         met: fresh_share >= 0.8 && pooled_disturbed.is_none(),
     });
+    if let Some(shared) = system(f, "gateway, 5 no-op plugins, shared") {
+        out.push(against_bare(
+            "the same with shared instances (`isolation: shared`, for plugins that keep no \
+             per-request state)",
+            shared,
+        ));
+    }
     out
 }
 
@@ -351,6 +364,19 @@ mod tests {
         assert!(t[3].met, "{t:?}");
         // 5000 / 7000 = 71 %: missed.
         assert!(!t[4].met, "{t:?}");
+
+        // With the shared no-op five measured, target 2 is judged for them too.
+        let mut f = figures();
+        f.systems.push(sys(
+            "gateway, 5 no-op plugins, shared instances",
+            150.0,
+            8500.0,
+            35000,
+        ));
+        let t = targets(&f);
+        assert_eq!(t.len(), 6);
+        assert!(t[5].met, "{t:?}");
+        assert!(t[5].measured.starts_with("+10.0 µs at p50; 94 %"), "{t:?}");
 
         // The memory target is in MB: 98,000 KiB is 95.7 MiB but 100.4 MB, missed.
         let mut f = figures();

@@ -1,6 +1,7 @@
 //! The systems measured side by side: the mock upstream itself, nginx proxying to it, and the
-//! gateway proxying to it with 0 plugins, 5 no-op plugins, 5 realistic plugins, the same 5
-//! under per-request isolation and the same 5 without fuel metering. Each is started pinned to
+//! gateway proxying to it with 0 plugins, 5 no-op plugins (pooled, then shared per call), 5
+//! realistic plugins, the same 5 under per-request isolation and the same 5 without fuel
+//! metering. Each is started pinned to
 //! the server core.
 
 use std::net::SocketAddr;
@@ -20,6 +21,9 @@ pub enum Setup {
     /// Five plugins whose pre- and post-hooks change nothing (`pass` and `none`: nothing is
     /// copied back).
     Noop5,
+    /// The same five with `"isolation": "shared"`: instances taken per hook call, not held by
+    /// the request (a no-op plugin keeps no per-request state).
+    Noop5Shared,
     /// auth, rate-limit, content-filter, cache (every request a miss), logging.
     Realistic5,
     /// The same five, each request on instances that never served another.
@@ -30,9 +34,10 @@ pub enum Setup {
 
 impl Setup {
     /// Every setup, in report order.
-    pub const ALL: [Setup; 5] = [
+    pub const ALL: [Setup; 6] = [
         Setup::Bare,
         Setup::Noop5,
+        Setup::Noop5Shared,
         Setup::Realistic5,
         Setup::Realistic5Fresh,
         Setup::Realistic5NoFuel,
@@ -43,6 +48,7 @@ impl Setup {
         match self {
             Setup::Bare => "gateway, 0 plugins",
             Setup::Noop5 => "gateway, 5 no-op plugins",
+            Setup::Noop5Shared => "gateway, 5 no-op plugins, shared instances",
             Setup::Realistic5 => "gateway, 5 realistic plugins",
             Setup::Realistic5Fresh => "gateway, 5 realistic, per-request instances",
             Setup::Realistic5NoFuel => "gateway, 5 realistic, no fuel metering",
@@ -55,6 +61,12 @@ impl Setup {
             Setup::Bare => vec![],
             Setup::Noop5 => (1..=5)
                 .map(|i| json!({"name": format!("noop{i}"), "path": artifacts::NOOP}))
+                .collect(),
+            Setup::Noop5Shared => (1..=5)
+                .map(|i| {
+                    json!({"name": format!("noop{i}"), "path": artifacts::NOOP,
+                           "isolation": "shared"})
+                })
                 .collect(),
             Setup::Realistic5 | Setup::Realistic5NoFuel => realistic(),
             Setup::Realistic5Fresh => realistic()
