@@ -1,8 +1,7 @@
 //! The systems measured side by side: the mock upstream itself, nginx proxying to it, and the
 //! gateway proxying to it with 0 plugins, 5 no-op plugins (pooled, then shared per call), 5
 //! realistic plugins, the same 5 under per-request isolation and the same 5 without fuel
-//! metering. Each is started pinned to
-//! the server core.
+//! metering. Each is started pinned to the server core.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,20 +61,9 @@ impl Setup {
             Setup::Noop5 => (1..=5)
                 .map(|i| json!({"name": format!("noop{i}"), "path": artifacts::NOOP}))
                 .collect(),
-            Setup::Noop5Shared => (1..=5)
-                .map(|i| {
-                    json!({"name": format!("noop{i}"), "path": artifacts::NOOP,
-                           "isolation": "shared"})
-                })
-                .collect(),
+            Setup::Noop5Shared => with_isolation(Setup::Noop5.plugins(), "shared"),
             Setup::Realistic5 | Setup::Realistic5NoFuel => realistic(),
-            Setup::Realistic5Fresh => realistic()
-                .into_iter()
-                .map(|mut p| {
-                    p["isolation"] = json!("per-request");
-                    p
-                })
-                .collect(),
+            Setup::Realistic5Fresh => with_isolation(realistic(), "per-request"),
         }
     }
 
@@ -86,6 +74,17 @@ impl Setup {
             _ => json!({}),
         }
     }
+}
+
+/// `plugins`, each with `"isolation": isolation`.
+fn with_isolation(plugins: Vec<Value>, isolation: &str) -> Vec<Value> {
+    plugins
+        .into_iter()
+        .map(|mut p| {
+            p["isolation"] = json!(isolation);
+            p
+        })
+        .collect()
 }
 
 /// auth, rate-limit, content-filter, cache and logging as a deployment would configure them.
@@ -219,4 +218,35 @@ pub fn nginx_version() -> String {
         .and_then(|bin| std::process::Command::new(bin).arg("-v").output().ok())
         .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_differ_from_their_base_only_in_isolation() {
+        let strip = |plugins: Vec<Value>| -> Vec<Value> {
+            plugins
+                .into_iter()
+                .map(|mut p| {
+                    p.as_object_mut().map(|o| o.remove("isolation"));
+                    p
+                })
+                .collect()
+        };
+        for (variant, base, isolation) in [
+            (Setup::Noop5Shared, Setup::Noop5, "shared"),
+            (Setup::Realistic5Fresh, Setup::Realistic5, "per-request"),
+        ] {
+            let plugins = variant.plugins();
+            assert_eq!(plugins.len(), 5);
+            assert!(
+                plugins.iter().all(|p| p["isolation"] == isolation),
+                "{plugins:?}"
+            );
+            assert!(base.plugins().iter().all(|p| p.get("isolation").is_none()));
+            assert_eq!(strip(plugins), base.plugins());
+        }
+    }
 }
