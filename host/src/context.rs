@@ -11,6 +11,10 @@ use crate::hooks::Headers;
 const MAX_VALUES: usize = 1024;
 /// Prefix of the keys only the gateway writes.
 pub const GATEWAY_PREFIX: &str = "gateway.";
+/// The key under which a plugin reads its own name in the gateway's config (answered by the
+/// runtime for the calling plugin, not stored in the context): two entries of one component in
+/// a chain have different names, so per-plugin keys built from it do not collide.
+pub const PLUGIN_KEY: &str = "gateway.plugin";
 const MAX_KEY_BYTES: usize = 256;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 

@@ -1,5 +1,11 @@
 //! [`Ctx`]: the request context handed to every hook.
 
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Result;
 use crate::bindings::wasmgate::plugin::context;
 
 /// The request being served, as seen by a hook: its id, its headers, and values that hooks and
@@ -40,4 +46,60 @@ impl Ctx {
     pub fn set(&self, key: &str, value: &str) {
         context::set(key, value)
     }
+
+    /// This plugin's name in the gateway's config (the context value `gateway.plugin`). Two
+    /// entries of one component in a chain (say a per-key and a global `rate-limit`) have
+    /// different names. Asked of the gateway once per instance.
+    pub fn plugin_name(&self) -> &'static str {
+        static NAME: OnceLock<String> = OnceLock::new();
+        NAME.get_or_init(|| context::get(PLUGIN_KEY).unwrap_or_default())
+    }
+
+    /// What this plugin kept for the current request with [`Ctx::set_state`] under `key`:
+    /// `Ok(None)` when nothing is kept (or it was cleared), `Err` when the value is not a valid
+    /// `T`.
+    ///
+    /// Request state lives in the request's context, not in the instance: a pre-hook keeps
+    /// what its post-hook needs (or a stream chunk what the next needs) here, and the plugin
+    /// works under every isolation the gateway's config may choose, `shared` included, where
+    /// each hook call may run on another instance.
+    pub fn state<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let key = self.state_key(key);
+        match context::get(&key) {
+            None => Ok(None),
+            Some(text) if text == CLEARED => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("context value {key:?} is not valid JSON for this type: {e}")),
+        }
+    }
+
+    /// Keeps `value` (as JSON) for this plugin's later hooks of the current request, under
+    /// `<plugin name>.<key>` in the context (which other plugins can read too).
+    pub fn set_state<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let json = serde_json::to_string(value)
+            .map_err(|e| format!("cannot serialise the state {key:?} to JSON: {e}"))?;
+        context::set(&self.state_key(key), &json);
+        Ok(())
+    }
+
+    /// Forgets what this plugin kept under `key` for the current request.
+    pub fn clear_state(&self, key: &str) {
+        context::set(&self.state_key(key), CLEARED);
+    }
+
+    fn state_key(&self, key: &str) -> String {
+        let name = self.plugin_name();
+        let mut full = String::with_capacity(name.len() + 1 + key.len());
+        full.push_str(name);
+        full.push('.');
+        full.push_str(key);
+        full
+    }
 }
+
+/// The context value of cleared state (the context has no delete): JSON's `null`.
+const CLEARED: &str = "null";
+
+/// The context key the gateway answers with the calling plugin's configured name.
+const PLUGIN_KEY: &str = "gateway.plugin";

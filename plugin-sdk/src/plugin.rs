@@ -17,7 +17,8 @@ use crate::{
 /// instance. So `self` may carry state from a request's pre-hook to its post-hook, but state that
 /// must be shared between instances or outlive one belongs in [`kv`](crate::kv). (Unless the
 /// gateway's config makes the plugin's instances `shared`: then every hook call may land on
-/// another instance, and a plugin must keep nothing about a request in `self`.)
+/// another instance, and a plugin must keep nothing about a request in `self`; keep it with
+/// [`Ctx::set_state`](crate::Ctx::set_state) instead, which works under every isolation.)
 ///
 /// An `Err` from a hook is a plugin failure, handled by the failure policy the gateway configured
 /// for the plugin; a panic traps the instance, which the gateway then discards.

@@ -70,13 +70,17 @@ impl Config {
     }
 }
 
-/// The cache. `pending` is the key of the request being served when it missed: one instance
-/// serves one request at a time, so the post-hook that follows belongs to the same request.
+/// The cache. A request that missed leaves its key for its post-hook in its context
+/// ([`PENDING`]), so any instance can serve either hook (the plugin may run
+/// `"isolation": "shared"`).
 #[derive(Debug)]
 pub struct Cache {
     config: Config,
-    pending: Option<String>,
 }
+
+/// The request state (`<plugin name>.pending`) a pre-hook that missed leaves for its
+/// post-hook: the key to store the response under. Cleared on a hit.
+const PENDING: &str = "pending";
 
 /// `extra` without the fields that only say how the answer is delivered.
 fn without_delivery(mut extra: Value) -> Value {
@@ -251,18 +255,18 @@ impl Plugin for Cache {
     fn init(config: &str) -> Result<Self> {
         Ok(Cache {
             config: Config::parse(config)?,
-            pending: None,
         })
     }
 
     fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
-        self.pending = None;
         // Nearly every field takes part in the key: one copy of the whole request is cheaper
         // than reading them one by one.
         let key = cache_key(&req.to_request());
         match kv::get_json::<ChatResponse>(&key) {
             Ok(Some(mut cached)) => {
                 ctx.set("cache.status", "hit");
+                // An earlier attempt's (a fallback's) miss must not store this answer.
+                ctx.clear_state(PENDING);
                 mark(&mut cached, "hit")?;
                 return Ok(PreOutcome::Respond(cached));
             }
@@ -274,13 +278,13 @@ impl Plugin for Cache {
         }
         ctx.set("cache.status", "miss");
         ctx.set("cache.key", &key);
-        self.pending = Some(key);
+        ctx.set_state(PENDING, &key)?;
         Ok(PreOutcome::Pass)
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         // A hit (our own answer, already marked): nothing to store.
-        let Some(key) = self.pending.take() else {
+        let Some(key) = ctx.state::<String>(PENDING)? else {
             return Ok(None);
         };
         // An error: nothing to store (errors are small: copying one to find out costs less than

@@ -36,7 +36,7 @@ mod window;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasmgate_sdk::{
     ChatRequest, ChatResponse, ChunkOutcome, Ctx, GatewayError, Message, Outcome, Plugin,
     PostOutcome, PreOutcome, Request, Result, StreamChunk, config_error, info, warn,
@@ -124,17 +124,30 @@ fn default_max_match_chars() -> usize {
     64
 }
 
-/// The filter and the per-request streaming state.
+/// The filter. It keeps nothing about a request in the instance: a stream's held-back text
+/// waits for the next chunk in the request's context ([`WINDOWS`]), so any instance can serve
+/// any hook (the plugin may run `"isolation": "shared"`).
 #[derive(Debug)]
 pub struct ContentFilter {
     filter: Filter,
     scope: Scope,
     roles: Vec<String>,
-    /// Held-back text of each streamed choice of the current request.
-    windows: BTreeMap<u32, Window>,
-    /// Whether the current request's completion arrived as a stream (already filtered chunk by
-    /// chunk, so the post-hook leaves the assembled response alone).
-    streamed: bool,
+}
+
+/// The request state (`<plugin name>.windows`) each stream chunk leaves for the next: the
+/// stream's [`Windows`]. Present for a streamed completion only, so it also tells the post-hook
+/// that the completion was filtered chunk by chunk and the assembled response is left alone.
+const WINDOWS: &str = "windows";
+
+/// The held-back text of each streamed choice of one request.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Windows(BTreeMap<u32, Window>);
+
+impl Windows {
+    /// Whether text is still held for a choice whose stream ended without a finish reason.
+    pub fn stranded(&self) -> bool {
+        self.0.values().any(Window::is_holding)
+    }
 }
 
 impl ContentFilter {
@@ -170,8 +183,6 @@ impl ContentFilter {
             filter,
             scope: config.scope,
             roles: config.roles,
-            windows: BTreeMap::new(),
-            streamed: false,
         })
     }
 
@@ -246,10 +257,10 @@ impl ContentFilter {
     /// Filters one streamed chunk: the chunk to send (its content replaced by the text that
     /// can be released), `None` when there is nothing to send, or the rejection.
     pub fn filter_chunk(
-        &mut self,
+        &self,
+        windows: &mut Windows,
         mut chunk: StreamChunk,
     ) -> core::result::Result<Option<StreamChunk>, Rejected> {
-        self.streamed = true;
         if !self.scope.completions() {
             return Ok(Some(chunk));
         }
@@ -259,7 +270,7 @@ impl ContentFilter {
             role: "assistant".into(),
             found,
         };
-        let window = self.windows.entry(choice).or_default();
+        let window = windows.0.entry(choice).or_default();
         let mut out = match chunk.content.take() {
             Some(text) => window.push(&self.filter, &text).map_err(reject)?,
             None => String::new(),
@@ -267,7 +278,7 @@ impl ContentFilter {
         if chunk.finish_reason.is_some() {
             let rest = window.finish(&self.filter).map_err(reject)?;
             out.push_str(&rest);
-            self.windows.remove(&choice);
+            windows.0.remove(&choice);
         }
         if !out.is_empty() {
             chunk.content = Some(out);
@@ -275,11 +286,6 @@ impl ContentFilter {
             return Ok(None);
         }
         Ok(Some(chunk))
-    }
-
-    /// Characters still held for choices whose stream ended without a finish reason.
-    fn stranded(&self) -> bool {
-        self.windows.values().any(Window::is_holding)
     }
 }
 
@@ -345,8 +351,6 @@ impl Plugin for ContentFilter {
     }
 
     fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
-        self.windows.clear();
-        self.streamed = false;
         if !self.scope.prompts() {
             return Ok(PreOutcome::Pass);
         }
@@ -369,17 +373,16 @@ impl Plugin for ContentFilter {
         }
     }
 
-    fn post_hook(&mut self, _ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
-        if self.streamed {
-            if self.stranded() {
+    fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
+        if !self.scope.completions() {
+            return Ok(None);
+        }
+        if let Some(windows) = ctx.state::<Windows>(WINDOWS)? {
+            if windows.stranded() {
                 warn!(
                     "a streamed choice ended without a finish reason: its held-back text was not sent"
                 );
             }
-            self.windows.clear();
-            return Ok(None);
-        }
-        if !self.scope.completions() {
             return Ok(None);
         }
         let PostOutcome::Response(mut resp) = outcome.to_outcome() else {
@@ -402,8 +405,19 @@ impl Plugin for ContentFilter {
         }
     }
 
-    fn stream_chunk(&mut self, _ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
-        match self.filter_chunk(chunk) {
+    fn stream_chunk(&mut self, ctx: &Ctx, chunk: StreamChunk) -> Result<ChunkOutcome> {
+        if !self.scope.completions() {
+            return Ok(ChunkOutcome::Pass);
+        }
+        // The first chunk of a stream starts afresh (a fallback's stream is a new one).
+        let mut windows = if chunk.index == 0 {
+            Windows::default()
+        } else {
+            ctx.state(WINDOWS)?.unwrap_or_default()
+        };
+        let filtered = self.filter_chunk(&mut windows, chunk);
+        ctx.set_state(WINDOWS, &windows)?;
+        match filtered {
             Ok(Some(chunk)) => Ok(ChunkOutcome::Emit(chunk)),
             Ok(None) => Ok(ChunkOutcome::Drop),
             Err(rejected) => {
@@ -547,40 +561,83 @@ mod tests {
 
     #[test]
     fn chunks_hold_back_text_and_flush_it_with_the_finish_reason() {
-        let mut p = plugin(r#"{"patterns": ["damn"], "action": "redact"}"#);
-        let first = p.filter_chunk(chunk(0, Some("echo: da"), false)).unwrap();
+        let (p, mut w) = (
+            plugin(r#"{"patterns": ["damn"], "action": "redact"}"#),
+            Windows::default(),
+        );
+        let first = p
+            .filter_chunk(&mut w, chunk(0, Some("echo: da"), false))
+            .unwrap();
         let first = first.expect("the role is sent");
         assert_eq!(first.role.as_deref(), Some("assistant"));
         assert_eq!(first.content.as_deref(), Some("echo"));
         // Nothing releasable and nothing else in the chunk: dropped.
-        assert_eq!(p.filter_chunk(chunk(1, Some(""), false)).unwrap(), None);
-        let third = p.filter_chunk(chunk(2, Some("mn it"), false)).unwrap();
+        assert_eq!(
+            p.filter_chunk(&mut w, chunk(1, Some(""), false)).unwrap(),
+            None
+        );
+        let third = p
+            .filter_chunk(&mut w, chunk(2, Some("mn it"), false))
+            .unwrap();
         assert_eq!(
             third.and_then(|c| c.content).as_deref(),
             Some(": [redacted]")
         );
         let last = p
-            .filter_chunk(chunk(3, None, true))
+            .filter_chunk(&mut w, chunk(3, None, true))
             .unwrap()
             .expect("finish");
         assert_eq!(last.content.as_deref(), Some(" it"));
         assert_eq!(last.usage.map(|u| u.total_tokens), Some(3));
-        assert!(!p.stranded());
+        assert!(!w.stranded());
+    }
+
+    #[test]
+    fn windows_carried_as_json_between_chunks_filter_as_if_kept_in_memory() {
+        let p = plugin(r#"{"patterns": ["damn"], "action": "redact"}"#);
+        let pieces = ["echo: da", "m", "n it, d", "amn", " again"];
+        let mut kept = Windows::default();
+        let mut carried = String::new();
+        let (mut direct, mut via_json) = (String::new(), String::new());
+        for (i, piece) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let c = chunk(i as u32, Some(piece), last);
+            let mut windows: Windows = if i == 0 {
+                Windows::default()
+            } else {
+                wasmgate_sdk::serde_json::from_str(&carried).unwrap()
+            };
+            let a = p.filter_chunk(&mut kept, c.clone()).unwrap();
+            let b = p.filter_chunk(&mut windows, c).unwrap();
+            carried = wasmgate_sdk::serde_json::to_string(&windows).unwrap();
+            direct.extend(a.and_then(|c| c.content));
+            via_json.extend(b.and_then(|c| c.content));
+        }
+        assert_eq!(direct, "echo: [redacted] it, [redacted] again");
+        assert_eq!(via_json, direct);
+        assert!(!kept.stranded());
     }
 
     #[test]
     fn chunks_are_rejected_before_the_banned_word_is_sent() {
-        let mut p = plugin(r#"{"patterns": ["damn"]}"#);
-        let first = p.filter_chunk(chunk(0, Some("echo: da"), false)).unwrap();
+        let (p, mut w) = (plugin(r#"{"patterns": ["damn"]}"#), Windows::default());
+        let first = p
+            .filter_chunk(&mut w, chunk(0, Some("echo: da"), false))
+            .unwrap();
         assert_eq!(first.and_then(|c| c.content).as_deref(), Some("echo"));
-        let rejected = p.filter_chunk(chunk(1, Some("mn!"), true)).unwrap_err();
+        let rejected = p
+            .filter_chunk(&mut w, chunk(1, Some("mn!"), true))
+            .unwrap_err();
         assert_eq!(rejected.completion_error().status, 422);
     }
 
     #[test]
     fn prompt_scope_leaves_chunks_alone() {
-        let mut p = plugin(r#"{"patterns": ["damn"], "scope": "prompts"}"#);
+        let (p, mut w) = (
+            plugin(r#"{"patterns": ["damn"], "scope": "prompts"}"#),
+            Windows::default(),
+        );
         let c = chunk(0, Some("damn"), false);
-        assert_eq!(p.filter_chunk(c.clone()).unwrap(), Some(c));
+        assert_eq!(p.filter_chunk(&mut w, c.clone()).unwrap(), Some(c));
     }
 }

@@ -20,7 +20,7 @@
 use crate::filter::{Action, Filter, Found};
 
 /// The held-back text of one streamed choice.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     /// Context (at most one released character) followed by the pending text.
     buf: String,

@@ -38,7 +38,7 @@
 pub mod budget;
 pub mod config;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wasmgate_sdk::{
     Ctx, GatewayError, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result, info, kv,
 };
@@ -55,16 +55,20 @@ const SHORT_CIRCUIT: &str = "gateway.short_circuit";
 /// The gateway's context value with the `provider/model` a request was sent to.
 const TARGET: &str = "gateway.target";
 
-/// The plugin. Between the pre-hook that let a tracked request through and its post-hook (the
-/// same instance serves both), `pending` says whom to charge.
+/// The plugin. Between the pre-hook that let a tracked request through and its post-hook, the
+/// request's context says whom to charge ([`PENDING`]), so any instance can serve either hook
+/// (the plugin may run `"isolation": "shared"`).
 #[derive(Debug)]
 pub struct Governance {
     config: Config,
-    pending: Option<Pending>,
 }
 
+/// The request state (`<plugin name>.pending`) a pre-hook leaves for its post-hook: a
+/// [`Pending`] when it let a tracked request through, nothing otherwise.
+const PENDING: &str = "pending";
+
 /// A tracked request waiting for its post-hook.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Pending {
     /// The virtual key.
     key: String,
@@ -184,21 +188,10 @@ pub fn refusal_error(refusal: &Refusal, name: Option<&str>, reset: Option<u64>) 
     }
 }
 
-#[wasmgate_sdk::plugin]
-impl Plugin for Governance {
-    fn name() -> String {
-        "governance".into()
-    }
-
-    fn init(config: &str) -> Result<Self> {
-        Ok(Governance {
-            config: Config::parse(config)?,
-            pending: None,
-        })
-    }
-
-    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
-        self.pending = None;
+impl Governance {
+    /// The pre-hook's verdict on a request, and whom its post-hook charges (a tracked request
+    /// let through).
+    fn admit(&self, ctx: &Ctx, req: &Request<'_>) -> (PreOutcome, Option<Pending>) {
         let header = &self.config.header;
         let key = ctx
             .header(header)
@@ -206,9 +199,12 @@ impl Plugin for Governance {
             .filter(|k| !k.is_empty());
         let Some(budget) = key.as_ref().and_then(|k| self.config.keys.get(k)) else {
             if self.config.require_known_keys {
-                return Ok(PreOutcome::Fail(unknown_key_error(header, key.is_some())));
+                return (
+                    PreOutcome::Fail(unknown_key_error(header, key.is_some())),
+                    None,
+                );
             }
-            return Ok(PreOutcome::Pass);
+            return (PreOutcome::Pass, None);
         };
         let key = key.unwrap_or_default();
         let period = Period::at(wasmgate_sdk::now_ms(), self.config.period_seconds);
@@ -221,24 +217,47 @@ impl Plugin for Governance {
         if let Err(refusal) = budget::check(budget, used, &target, price, self.config.unpriced) {
             let error = refusal_error(&refusal, budget.name.as_deref(), period.reset_seconds());
             info!("{target} refused: {}", error.message);
-            return Ok(PreOutcome::Fail(error));
+            return (PreOutcome::Fail(error), None);
         }
-        self.pending = Some(Pending {
+        let pending = Pending {
             key,
             target,
             short_circuit_before: ctx.get(SHORT_CIRCUIT),
-        });
-        Ok(PreOutcome::Pass)
+        };
+        (PreOutcome::Pass, Some(pending))
+    }
+}
+
+#[wasmgate_sdk::plugin]
+impl Plugin for Governance {
+    fn name() -> String {
+        "governance".into()
+    }
+
+    fn init(config: &str) -> Result<Self> {
+        Ok(Governance {
+            config: Config::parse(config)?,
+        })
+    }
+
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
+        let (outcome, pending) = self.admit(ctx, req);
+        match &pending {
+            Some(pending) => ctx.set_state(PENDING, pending)?,
+            // An earlier attempt's (a fallback's) charge must not be made again for this one.
+            None => ctx.clear_state(PENDING),
+        }
+        Ok(outcome)
     }
 
     fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
-        // Refused, untracked, or an error: nothing was spent upstream.
-        let Some(pending) = self.pending.take() else {
-            return Ok(None);
-        };
+        // An error, or refused or untracked: nothing was spent upstream.
         if outcome.is_error() {
             return Ok(None);
         }
+        let Some(pending) = ctx.state::<Pending>(PENDING)? else {
+            return Ok(None);
+        };
         let Some(budget) = self.config.keys.get(&pending.key) else {
             return Ok(None);
         };

@@ -31,7 +31,7 @@
 
 mod record;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasmgate_sdk::serde_json::Value;
 use wasmgate_sdk::{
     Ctx, GatewayError, Outcome, Plugin, PostOutcome, PreOutcome, Request, Result, Usage,
@@ -101,8 +101,9 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// What the pre-hook saw of the attempt.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the pre-hook saw of the attempt, kept for the post-hook in the request's context
+/// ([`SEEN`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Seen {
     /// `provider/model` asked for.
     pub model: String,
@@ -262,11 +263,49 @@ pub fn ascii_only(line: &str) -> String {
     out
 }
 
-/// Writes one line per request (per attempt).
+/// The request state (`<plugin name>.seen`) a pre-hook leaves for its post-hook: [`Seen`].
+const SEEN: &str = "seen";
+
+/// The most bytes the kept prompt may take as JSON text: the gateway keeps context values of up
+/// to 64 KiB and drops longer writes, and the rest of [`Seen`] is short.
+const MAX_KEPT_PROMPT_JSON: usize = 60 * 1024;
+
+/// The prompt as the pre-hook keeps it: cut to one character more than `max` (the line cuts it
+/// to `max` and marks the cut, exactly as it would the whole prompt), so a long prompt does not
+/// travel through the context whole. A prompt that would still not fit the context
+/// ([`MAX_KEPT_PROMPT_JSON`]) is cut where it stops fitting and marked with `…` here.
+fn kept_prompt(mut text: String, max: usize) -> String {
+    let mut json_bytes = 0;
+    for (i, (at, c)) in text.char_indices().enumerate() {
+        if i > max {
+            text.truncate(at);
+            return text;
+        }
+        json_bytes += json_len(c);
+        if json_bytes > MAX_KEPT_PROMPT_JSON - '…'.len_utf8() {
+            text.truncate(at);
+            text.push('…');
+            return text;
+        }
+    }
+    text
+}
+
+/// The bytes `c` takes inside a JSON string as serde_json writes it.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Writes one line per request (per attempt). What the pre-hook saw waits for the post-hook in
+/// the request's context, so any instance can serve either hook (the plugin may run
+/// `"isolation": "shared"`).
 #[derive(Debug)]
 pub struct Logging {
     config: Config,
-    seen: Option<Seen>,
 }
 
 #[wasmgate_sdk::plugin]
@@ -278,25 +317,27 @@ impl Plugin for Logging {
     fn init(config: &str) -> Result<Self> {
         Ok(Logging {
             config: Config::parse(config)?,
-            seen: None,
         })
     }
 
-    fn pre_hook(&mut self, _ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
-        self.seen = Some(Seen {
+    fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
+        let seen = Seen {
             model: req.target(),
             stream: req.stream(),
             prompt: if self.config.include_bodies {
                 req.last_user_text()
+                    .map(|text| kept_prompt(text, self.config.max_body_chars))
             } else {
                 None
             },
-        });
+        };
+        ctx.set_state(SEEN, &seen)?;
         Ok(PreOutcome::Pass)
     }
 
     fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
-        let seen = self.seen.take();
+        // Unreadable (another plugin overwrote it): the line is still written, without it.
+        let seen = ctx.state::<Seen>(SEEN).ok().flatten();
         let gw = GatewayValues::read(ctx);
         let ended = Ended::read(outcome, self.config.include_bodies);
         let line = record(&self.config, seen.as_ref(), &gw, &ended).write(self.config.format);
@@ -327,6 +368,50 @@ mod tests {
 
     fn config(json: &str) -> Config {
         Config::parse(json).unwrap()
+    }
+
+    #[test]
+    fn a_kept_prompt_is_cut_so_that_the_line_reads_as_with_the_whole_prompt() {
+        let long = "é".repeat(50);
+        for (text, max) in [
+            (long.as_str(), 10),
+            (long.as_str(), 49),
+            ("short", 10),
+            ("", 3),
+        ] {
+            let kept = kept_prompt(text.to_owned(), max);
+            assert!(kept.chars().count() <= max + 1, "{kept:?}");
+            assert_eq!(
+                truncate(&kept, max),
+                truncate(text, max),
+                "{text:?} at {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_kept_prompt_always_fits_the_context() {
+        // At the largest max_body_chars, two-byte characters, quotes and control characters
+        // (six bytes each as JSON) would overflow the gateway's 64 KiB per context value.
+        for unit in ["é", "\"", "\u{1}", "a\n"] {
+            let text = unit.repeat(70_000);
+            let kept = kept_prompt(text.clone(), 65_536);
+            let json = wasmgate_sdk::serde_json::to_string(&Seen {
+                model: "openai/gpt-4o-mini".into(),
+                stream: false,
+                prompt: Some(kept.clone()),
+            })
+            .unwrap();
+            assert!(json.len() <= 64 * 1024, "{unit:?}: {} bytes", json.len());
+            assert!(json.len() > 59 * 1024, "{unit:?}: cut only where needed");
+            assert!(kept.ends_with('…'), "{unit:?}: the cut is marked");
+            let kept_chars = kept.chars().count() - 1;
+            assert!(text.starts_with(&kept[..kept.len() - '…'.len_utf8()]));
+            assert!(kept_chars < 65_536, "{unit:?}");
+        }
+        // What fits is kept as before.
+        let ascii = "a".repeat(50_000);
+        assert_eq!(kept_prompt(ascii.clone(), 65_536), ascii);
     }
 
     fn gw() -> GatewayValues {

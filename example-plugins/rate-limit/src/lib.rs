@@ -54,16 +54,20 @@ pub const REPORT_FIELD: &str = "x_wasmgate_ratelimit";
 /// The gateway's context value naming the plugin that short-circuited the request, if any.
 const SHORT_CIRCUIT: &str = "gateway.short_circuit";
 
-/// The limiter. Between the pre-hook that let a request through and its post-hook (the same
-/// instance serves both), `pending` holds the request's buckets.
+/// The limiter. Between the pre-hook that let a request through and its post-hook, the
+/// request's buckets wait in its context ([`PENDING`]), so any instance can serve either hook
+/// (the plugin may run `"isolation": "shared"`).
 #[derive(Debug)]
 pub struct RateLimit {
     settings: Settings,
-    pending: Option<Pending>,
 }
 
+/// The request state (`<plugin name>.pending`) a pre-hook leaves for its post-hook: a
+/// [`Pending`] when it let the request through, nothing when it rejected it.
+const PENDING: &str = "pending";
+
 /// A request this plugin let through, waiting for its post-hook.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Pending {
     /// The buckets the request counts in.
     admitted: Vec<Admitted>,
@@ -168,12 +172,10 @@ impl Plugin for RateLimit {
     fn init(config: &str) -> Result<Self> {
         Ok(RateLimit {
             settings: Settings::parse(config)?,
-            pending: None,
         })
     }
 
     fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
-        self.pending = None;
         let header = |name: &str| ctx.header(name);
         let keys = RequestKeys {
             provider: req.provider(),
@@ -183,13 +185,16 @@ impl Plugin for RateLimit {
         };
         match limiter::admit(&self.settings, &mut Kv, wasmgate_sdk::now_ms(), &keys) {
             Ok(admitted) => {
-                self.pending = Some(Pending {
+                let pending = Pending {
                     admitted,
                     short_circuit_before: ctx.get(SHORT_CIRCUIT),
-                });
+                };
+                ctx.set_state(PENDING, &pending)?;
                 Ok(PreOutcome::Pass)
             }
             Err(rejection) => {
+                // An earlier attempt's (a fallback's) buckets must not be charged for this one.
+                ctx.clear_state(PENDING);
                 let error = rejection_error(&rejection);
                 info!("{} rejected: {}", req.target(), error.message);
                 Ok(PreOutcome::Fail(error))
@@ -199,12 +204,12 @@ impl Plugin for RateLimit {
 
     fn post_hook(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) -> Result<Option<PostOutcome>> {
         // Rejected by this plugin, or an error: no tokens were spent upstream.
-        let Some(pending) = self.pending.take() else {
-            return Ok(None);
-        };
         if outcome.is_error() {
             return Ok(None);
         }
+        let Some(pending) = ctx.state::<Pending>(PENDING)? else {
+            return Ok(None);
+        };
         let later = ctx.get(SHORT_CIRCUIT);
         let tokens = if answered_by_later_plugin(
             pending.short_circuit_before.as_deref(),

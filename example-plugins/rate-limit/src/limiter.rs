@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{KeyPart, Missing, Rule, Settings};
 
@@ -132,7 +132,7 @@ pub fn tokens_key(window: &Window, bucket: &str) -> String {
 }
 
 /// A rule that admitted a request, and the bucket the request counts in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admitted {
     /// Index of the rule in [`Settings::rules`].
     pub rule: usize,

@@ -14,7 +14,7 @@ use super::exchange::{Annotations, Lent};
 use super::grants::Grants;
 use super::limits::MemoryLimiter;
 use super::output::GuestOutput;
-use crate::context::RequestContext;
+use crate::context::{PLUGIN_KEY, RequestContext};
 use crate::kv::KvStore;
 
 /// Longest log line a plugin may write; longer lines are cut.
@@ -243,6 +243,9 @@ impl context::Host for HostState {
 
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.enter("context.get")?;
+        if key == PLUGIN_KEY {
+            return Ok(Some(self.plugin.to_string()));
+        }
         Ok(self.request.as_deref().and_then(|r| r.get(&key)))
     }
 

@@ -21,4 +21,5 @@ mod pipeline;
 mod pipelines;
 mod providers;
 mod reload;
+mod shared_state;
 mod streaming;
