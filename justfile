@@ -38,10 +38,10 @@ soak *ARGS:
     cargo build -p wasmgate
     cargo run -p wasmgate --example soak -- {{ARGS}}
 
-# The performance benchmark (about 8 minutes after the builds): installs its tools (oha 1.16.0
+# The performance benchmark (about 9 minutes after the builds): installs its tools (oha 1.16.0
 # into target/bench-tools, nginx from Debian), builds the gateway in release mode, runs the
 # criterion micro-benchmarks, then measures direct / nginx / the gateway with 0, 5 no-op and
-# 5 realistic plugins and writes BENCHMARKS.md. `just bench --quick` checks the harness.
+# 5 realistic plugins (pooled, shared, per-request) and writes BENCHMARKS.md. `just bench --quick` checks the harness.
 bench *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -9,8 +9,8 @@
 //! - Systems, all started up front and measured with the same oha: direct to the upstream;
 //!   nginx `proxy_pass` with an upstream keep-alive pool; the gateway with 0 plugins, 5 no-op
 //!   plugins (pooled, then with shared instances), 5 realistic plugins (auth, rate-limit,
-//!   content-filter, cache miss, logging), the same 5 with per-request instances and the same
-//!   5 without fuel metering. Systems under test run on core 0; oha, the upstream and the
+//!   content-filter, cache miss, logging), the same 5 with shared instances, with per-request
+//!   instances and without fuel metering. Systems under test run on core 0; oha, the upstream and the
 //!   harness itself on core 1.
 //! - After a warm-up at 64 connections (which grows the plugins' instance pools to the probes'
 //!   concurrency): c=1 closed-loop latency in interleaved rounds (median of the rounds'

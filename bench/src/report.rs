@@ -111,17 +111,23 @@ pub fn targets(f: &Figures) -> Vec<Target> {
     };
     let added = |s: &SystemFigures| s.p50_us - direct.p50_us;
     let added99 = |s: &SystemFigures| s.p99_us - direct.p99_us;
-    let ratio = added(real) / added(nginx);
-    out.push(Target {
-        what: "added p50, 5 realistic plugins <= 1.2 x nginx's added p50",
-        measured: format!(
-            "{:.0} µs vs nginx {:.0} µs: {ratio:.2}x (p99 added {:.0} µs)",
-            added(real),
-            added(nginx),
-            added99(real)
-        ),
-        met: ratio <= 1.2,
-    });
+    let latency = |what: &'static str, real: &SystemFigures| {
+        let ratio = added(real) / added(nginx);
+        Target {
+            what,
+            measured: format!(
+                "{:.0} µs vs nginx {:.0} µs: {ratio:.2}x (p99 added {:.0} µs)",
+                added(real),
+                added(nginx),
+                added99(real)
+            ),
+            met: ratio <= 1.2,
+        }
+    };
+    out.push(latency(
+        "added p50, 5 realistic plugins <= 1.2 x nginx's added p50",
+        real,
+    ));
     let against_bare = |what: &'static str, noop: &SystemFigures| {
         let extra = noop.p50_us - bare.p50_us;
         let share = noop.max_rps / bare.max_rps;
@@ -141,18 +147,24 @@ pub fn targets(f: &Figures) -> Vec<Target> {
         "5 no-op plugins vs 0: <= 20 µs more at p50 and >= 85 % of the throughput",
         noop,
     ));
-    let rps_ratio = real.max_rps / nginx.max_rps;
     let nginx_disturbed = disturbed(nginx, bare);
-    out.push(Target {
-        what: "max RPS at p99 < 5 ms, 5 realistic plugins >= 0.6 x nginx's",
-        measured: format!(
-            "{:.0} vs {:.0}: {rps_ratio:.2}x{}",
-            real.max_rps,
-            nginx.max_rps,
-            nginx_disturbed.as_deref().unwrap_or_default()
-        ),
-        met: rps_ratio >= 0.6 && nginx_disturbed.is_none(),
-    });
+    let throughput = |what: &'static str, real: &SystemFigures| {
+        let rps_ratio = real.max_rps / nginx.max_rps;
+        Target {
+            what,
+            measured: format!(
+                "{:.0} vs {:.0}: {rps_ratio:.2}x{}",
+                real.max_rps,
+                nginx.max_rps,
+                nginx_disturbed.as_deref().unwrap_or_default()
+            ),
+            met: rps_ratio >= 0.6 && nginx_disturbed.is_none(),
+        }
+    };
+    out.push(throughput(
+        "max RPS at p99 < 5 ms, 5 realistic plugins >= 0.6 x nginx's",
+        real,
+    ));
     // The target is in MB (10^6 bytes); the table's RSS columns are in MiB.
     let peak_mb = real.rss_peak_kib as f64 * 1024.0 / 1e6;
     let peak_mib = real.rss_peak_kib as f64 / 1024.0;
@@ -178,6 +190,16 @@ pub fn targets(f: &Figures) -> Vec<Target> {
         out.push(against_bare(
             "the same with shared instances (`isolation: shared`, for plugins that keep no \
              per-request state)",
+            shared,
+        ));
+    }
+    if let Some(shared) = system(f, "gateway, 5 realistic plugins, shared") {
+        out.push(latency(
+            "added p50, the realistic five on shared instances <= 1.2 x nginx's",
+            shared,
+        ));
+        out.push(throughput(
+            "max RPS, the realistic five on shared instances >= 0.6 x nginx's",
             shared,
         ));
     }
@@ -377,6 +399,24 @@ mod tests {
         assert_eq!(t.len(), 6);
         assert!(t[5].met, "{t:?}");
         assert!(t[5].measured.starts_with("+10.0 µs at p50; 94 %"), "{t:?}");
+
+        // With the shared realistic five measured, targets 1 and 3 are judged for them too.
+        f.systems.push(sys(
+            "gateway, 5 realistic plugins, shared instances",
+            155.0,
+            8000.0,
+            40000,
+        ));
+        let t = targets(&f);
+        assert_eq!(t.len(), 8);
+        // added p50: 55 vs nginx 50 = 1.1x: met; 8000 / 10000 = 0.8: met.
+        assert!(t[6].met && t[6].measured.contains("1.10x"), "{t:?}");
+        assert!(
+            t[7].met && t[7].measured.starts_with("8000 vs 10000: 0.80x"),
+            "{t:?}"
+        );
+        // The pooled realistic five are still the ones the targets name.
+        assert!(!t[0].met, "{t:?}");
 
         // The memory target is in MB: 98,000 KiB is 95.7 MiB but 100.4 MB, missed.
         let mut f = figures();

@@ -1,7 +1,7 @@
 //! The systems measured side by side: the mock upstream itself, nginx proxying to it, and the
 //! gateway proxying to it with 0 plugins, 5 no-op plugins (pooled, then shared per call), 5
-//! realistic plugins, the same 5 under per-request isolation and the same 5 without fuel
-//! metering. Each is started pinned to the server core.
+//! realistic plugins (pooled, shared per call, under per-request isolation, and pooled without
+//! fuel metering). Each is started pinned to the server core.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,9 @@ pub enum Setup {
     Noop5Shared,
     /// auth, rate-limit, content-filter, cache (every request a miss), logging.
     Realistic5,
+    /// The same five with `"isolation": "shared"` (they keep their per-request state in the
+    /// request's context, so any instance serves any hook call).
+    Realistic5Shared,
     /// The same five, each request on instances that never served another.
     Realistic5Fresh,
     /// The same five, pooled, with fuel metering off (`runtime.fuel: false`).
@@ -33,11 +36,12 @@ pub enum Setup {
 
 impl Setup {
     /// Every setup, in report order.
-    pub const ALL: [Setup; 6] = [
+    pub const ALL: [Setup; 7] = [
         Setup::Bare,
         Setup::Noop5,
         Setup::Noop5Shared,
         Setup::Realistic5,
+        Setup::Realistic5Shared,
         Setup::Realistic5Fresh,
         Setup::Realistic5NoFuel,
     ];
@@ -49,6 +53,7 @@ impl Setup {
             Setup::Noop5 => "gateway, 5 no-op plugins",
             Setup::Noop5Shared => "gateway, 5 no-op plugins, shared instances",
             Setup::Realistic5 => "gateway, 5 realistic plugins",
+            Setup::Realistic5Shared => "gateway, 5 realistic plugins, shared instances",
             Setup::Realistic5Fresh => "gateway, 5 realistic, per-request instances",
             Setup::Realistic5NoFuel => "gateway, 5 realistic, no fuel metering",
         }
@@ -63,6 +68,7 @@ impl Setup {
                 .collect(),
             Setup::Noop5Shared => with_isolation(Setup::Noop5.plugins(), "shared"),
             Setup::Realistic5 | Setup::Realistic5NoFuel => realistic(),
+            Setup::Realistic5Shared => with_isolation(realistic(), "shared"),
             Setup::Realistic5Fresh => with_isolation(realistic(), "per-request"),
         }
     }
@@ -237,6 +243,7 @@ mod tests {
         };
         for (variant, base, isolation) in [
             (Setup::Noop5Shared, Setup::Noop5, "shared"),
+            (Setup::Realistic5Shared, Setup::Realistic5, "shared"),
             (Setup::Realistic5Fresh, Setup::Realistic5, "per-request"),
         ] {
             let plugins = variant.plugins();
