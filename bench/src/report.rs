@@ -135,7 +135,7 @@ pub fn targets(f: &Figures) -> Vec<Target> {
         Target {
             what,
             measured: format!(
-                "+{extra:.1} µs at p50; {:.0} %% of the max RPS{}",
+                "{extra:+.1} µs at p50; {:.0} %% of the max RPS{}",
                 share * 100.0,
                 bare_disturbed.as_deref().unwrap_or_default()
             )
@@ -417,6 +417,14 @@ mod tests {
         );
         // The pooled realistic five are still the ones the targets name.
         assert!(!t[0].met, "{t:?}");
+
+        // A no-op five faster than no plugin (noise at c=1) reads as a negative difference.
+        let mut f = figures();
+        f.systems[3].p50_us = 127.0;
+        assert!(
+            targets(&f)[1].measured.starts_with("-13.0 µs at p50"),
+            "{f:?}"
+        );
 
         // The memory target is in MB: 98,000 KiB is 95.7 MiB but 100.4 MB, missed.
         let mut f = figures();
