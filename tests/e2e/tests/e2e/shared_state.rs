@@ -14,6 +14,11 @@ use wasmgate::runtime::Isolation;
 use wasmgate_e2e::{TestGateway, artifacts, chat_body, content_of, plugin};
 
 const MONTH: u64 = 30 * 86_400;
+/// The model of the first request of a pair: its post-hook runs this long after its pre-hook,
+/// which leaves room for the second's pre-hook on a busy machine.
+const FIRST_MODEL: &str = "mock/slow-800";
+/// The model of the second: its post-hook comes well after the first's.
+const SECOND_MODEL: &str = "mock/slow-1400";
 
 /// Plugin `name` (the component at `path`, with `config`) on shared instances.
 fn shared(name: &str, path: &str, config: Value) -> PluginConfig {
@@ -42,10 +47,10 @@ async fn pre_hooks(gw: &TestGateway, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends `first` (model `mock/slow-300`) and, once plugin `probe` has run its pre-hook for
-/// it, `second` (`mock/slow-700`); drives both until `probe` has run both pre-hooks, failing
+/// Sends `first` (model [`FIRST_MODEL`]) and, once plugin `probe` has run its pre-hook for
+/// it, `second` ([`SECOND_MODEL`]); drives both until `probe` has run both pre-hooks, failing
 /// if either is answered before; returns both answers (status, body) in order. The first
-/// post-hook runs about 300 ms after both pre-hooks, the second about 400 ms after that.
+/// post-hook runs about 800 ms after both pre-hooks, the second about 600 ms after that.
 async fn overlapped(
     gw: &TestGateway,
     probe: &str,
@@ -58,7 +63,7 @@ async fn overlapped(
         let headers = req.headers.clone();
         async move { gw.chat_with_headers(&body, &headers).await }
     };
-    let mut a = Box::pin(send(first, "mock/slow-300"));
+    let mut a = Box::pin(send(first, FIRST_MODEL));
     let mut b = None;
     loop {
         let ran = pre_hooks(gw, probe).await - before;
@@ -66,7 +71,7 @@ async fn overlapped(
             break;
         }
         if ran == 1 && b.is_none() {
-            b = Some(Box::pin(send(second, "mock/slow-700")));
+            b = Some(Box::pin(send(second, SECOND_MODEL)));
         }
         let tick = tokio::time::sleep(std::time::Duration::from_millis(2));
         match &mut b {
@@ -178,7 +183,7 @@ async fn cache_stores_each_response_under_its_own_key() {
         assert_eq!(body["x_wasmgate_cache"], "miss", "{body}");
         assert_eq!(content_of(&body), format!("echo: {}", req.prompt));
     }
-    for (req, model) in [(&first, "mock/slow-300"), (&second, "mock/slow-700")] {
+    for (req, model) in [(&first, FIRST_MODEL), (&second, SECOND_MODEL)] {
         let (status, body) = gw.chat(&chat_body(model, req.prompt)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["x_wasmgate_cache"], "hit", "{}: {body}", req.prompt);
@@ -202,7 +207,7 @@ async fn logging_writes_each_line_with_its_own_request() {
     let first = request("the first prompt", &[]);
     let second = request("the second prompt", &[]);
     let answers = overlapped(&gw, "logging", &first, &second).await;
-    for ((req, model), (status, body)) in [(&first, "mock/slow-300"), (&second, "mock/slow-700")]
+    for ((req, model), (status, body)) in [(&first, FIRST_MODEL), (&second, SECOND_MODEL)]
         .into_iter()
         .zip(answers)
     {
@@ -222,12 +227,12 @@ async fn logging_writes_each_line_with_its_own_request() {
 
 #[tokio::test]
 async fn content_filter_redacts_two_interleaved_streams_each_in_its_own_window() {
-    // Seven pieces of each answer, 40 ms apart, streamed at once: their chunk hooks alternate
+    // Seven pieces of each answer, 100 ms apart, streamed at once: their chunk hooks alternate
     // on the shared instance, and each banned word is split across two chunks.
     let gw = TestGateway::start_with(|config| {
         let mock = MockConfig {
             stream_chunks: 7,
-            stream_delay_ms: 40,
+            stream_delay_ms: 100,
             ..MockConfig::default()
         };
         config
