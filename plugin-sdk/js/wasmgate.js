@@ -364,7 +364,51 @@ export class Ctx {
   set(key, value) {
     context.set(key, value);
   }
+  /**
+   * This plugin's name in the gateway's config (the context value `gateway.plugin`): two
+   * entries of one component in a chain have different names. Asked once per instance.
+   */
+  pluginName() {
+    if (pluginName === undefined) pluginName = context.get(PLUGIN_KEY) ?? '';
+    return pluginName;
+  }
+  /**
+   * What this plugin kept for the current request with `setState` under `key` (decoded from
+   * JSON), or undefined when nothing is kept or it was cleared. Request state lives in the
+   * request's context, not in the instance, so the plugin works under every isolation the
+   * gateway's config may choose, `shared` included, where each hook call may run on another
+   * instance.
+   */
+  state(key) {
+    const full = stateKey(key);
+    const text = context.get(full);
+    if (text === undefined) return undefined;
+    try {
+      return JSON.parse(text) ?? undefined;
+    } catch (e) {
+      throw new PluginError(`context value ${JSON.stringify(full)} is not valid JSON: ${e.message}`);
+    }
+  }
+  /**
+   * Keeps `value` (as JSON) for this plugin's later hooks of the current request, under
+   * `<plugin name>.<key>` in the context (which other plugins can read too).
+   */
+  setState(key, value) {
+    context.set(stateKey(key), JSON.stringify(value));
+  }
+  /** Forgets what this plugin kept under `key` for the current request. */
+  clearState(key) {
+    context.set(stateKey(key), 'null');
+  }
 }
+
+/** The context key of this plugin's request state `key`. */
+const stateKey = (key) => `${Ctx.prototype.pluginName()}.${key}`;
+
+/** The context key the gateway answers with the calling plugin's configured name. */
+const PLUGIN_KEY = 'gateway.plugin';
+/** That name, once asked (per instance). */
+let pluginName;
 
 /** Milliseconds since the Unix epoch, from the gateway's clock. */
 export const nowMs = () => Number(hostNowMs());

@@ -294,6 +294,49 @@ class Ctx:
         Prefix keys with your plugin's name."""
         _context.set(key, value)
 
+    def plugin_name(self):
+        """This plugin's name in the gateway's config (the context value ``gateway.plugin``):
+        two entries of one component in a chain have different names. Asked once per instance."""
+        global _plugin_name
+        if _plugin_name is None:
+            _plugin_name = _context.get(_PLUGIN_KEY) or ""
+        return _plugin_name
+
+    def state(self, key):
+        """What this plugin kept for the current request with :meth:`set_state` under ``key``
+        (decoded from JSON), or ``None`` when nothing is kept or it was cleared.
+
+        Request state lives in the request's context, not in the instance: a pre-hook keeps
+        what its post-hook needs (or a stream chunk what the next needs) here, and the plugin
+        works under every isolation the gateway's config may choose, ``shared`` included, where
+        each hook call may run on another instance."""
+        full = self._state_key(key)
+        text = _context.get(full)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise PluginError(f"context value {full!r} is not valid JSON: {e}") from None
+
+    def set_state(self, key, value):
+        """Keeps ``value`` (as JSON) for this plugin's later hooks of the current request, under
+        ``<plugin name>.<key>`` in the context (which other plugins can read too)."""
+        _context.set(self._state_key(key), json.dumps(value))
+
+    def clear_state(self, key):
+        """Forgets what this plugin kept under ``key`` for the current request."""
+        _context.set(self._state_key(key), "null")
+
+    def _state_key(self, key):
+        return f"{self.plugin_name()}.{key}"
+
+
+# The context key the gateway answers with the calling plugin's configured name, and that name
+# once asked (per instance).
+_PLUGIN_KEY = "gateway.plugin"
+_plugin_name = None
+
 
 def now_ms():
     """Milliseconds since the Unix epoch, from the gateway's clock."""

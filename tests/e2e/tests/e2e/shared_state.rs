@@ -279,3 +279,28 @@ async fn content_filter_redacts_two_interleaved_streams_each_in_its_own_window()
     );
     gw.stop().await;
 }
+
+/// The SDK's request state in each language: `scripted`'s pre-hook keeps the request's
+/// provider and model in the context, and `recover` (in plugin A, after B turned the response
+/// into an error) answers with them. Two overlapped requests on shared instances each recover
+/// with their own model.
+async fn sdk_state_is_per_request_on_shared_instances(lang: wasmgate_e2e::Lang) {
+    let script = |name: &str, post: &str| {
+        let mut p = wasmgate_e2e::scripted_in(lang, name, json!({"post": post}));
+        p.isolation = Isolation::Shared;
+        p
+    };
+    let gw = TestGateway::with_plugins(vec![script("A", "recover"), script("B", "to-error")]).await;
+    let first = request("first", &[]);
+    let second = request("second", &[]);
+    let answers = overlapped(&gw, "B", &first, &second).await;
+    for (model, (status, body)) in [FIRST_MODEL, SECOND_MODEL].into_iter().zip(answers) {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(content_of(&body), "recovered by A", "{body}");
+        let (_, name) = model.split_once('/').unwrap_or_default();
+        assert_eq!(body["model"], name, "recovered with its own model: {body}");
+    }
+    gw.stop().await;
+}
+
+wasmgate_e2e::for_each_lang!(sdk_state_is_per_request_on_shared_instances);

@@ -66,7 +66,6 @@ class Scripted extends Plugin {
     this.only = c.pre_only_provider;
     this.actions = {};
     for (const field of Object.keys(ACTIONS)) this.actions[field] = action(c, field);
-    this.last = ['', ''];
     const what = this.actions.init.name;
     if (what === 'fail') throw new PluginError(`init failed by ${this.tag}`);
     if (what === 'trap') throw new Error(`trap in ${this.tag}`);
@@ -105,7 +104,8 @@ class Scripted extends Plugin {
 
   preHook(ctx, req) {
     this.trace(ctx, 'pre');
-    this.last = [req.provider, req.model];
+    // Kept in the request's context, not in the instance: any instance may serve the post-hook.
+    ctx.setState('last', [req.provider, req.model]);
     if (this.only !== undefined && this.only !== req.provider) return Continue(req);
     const what = this.actions.pre;
     const tag = this.tag;
@@ -138,7 +138,8 @@ class Scripted extends Plugin {
     if (what.name === 'keep') return Keep();
     if (what.name === 'annotate') return this.annotate(outcome);
     if (what.name === 'recover' && outcome.tag === 'error') {
-      outcome = Response(assistantText(this.last[0], this.last[1], `recovered by ${this.tag}`));
+      const [provider, model] = ctx.state('last') ?? ['', ''];
+      outcome = Response(assistantText(provider, model, `recovered by ${this.tag}`));
     } else if (what.name === 'to-error' && outcome.tag === 'response') {
       outcome = Failed(error(502, `converted by ${this.tag}`));
     }

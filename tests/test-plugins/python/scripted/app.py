@@ -82,7 +82,6 @@ class Scripted(Plugin):
         self.tag = c["tag"]
         self.only = c["pre_only_provider"]
         self.actions = {field: action(c, field) for field in ACTIONS}
-        self.last = ("", "")
         what = self.actions["init"]
         if what == "fail":
             raise PluginError(f"init failed by {self.tag}")
@@ -121,7 +120,8 @@ class Scripted(Plugin):
 
     def pre_hook(self, ctx, req):
         self.trace(ctx, "pre")
-        self.last = (req.provider, req.model)
+        # Kept in the request's context, not in the instance: any instance may serve the post-hook.
+        ctx.set_state("last", [req.provider, req.model])
         if self.only is not None and self.only != req.provider:
             return Continue(req)
         what, tag = self.actions["pre"], self.tag
@@ -152,7 +152,8 @@ class Scripted(Plugin):
             return self.annotate(outcome)
         is_error = not hasattr(outcome.value, "choices")
         if what == "recover" and is_error:
-            outcome = Response(assistant_text(*self.last, f"recovered by {tag}"))
+            provider, model = ctx.state("last") or ["", ""]
+            outcome = Response(assistant_text(provider, model, f"recovered by {tag}"))
         elif what == "to-error" and not is_error:
             outcome = Failed(error(502, f"converted by {tag}"))
         # The whole trace so far, this hook included.

@@ -403,13 +403,16 @@ pub fn append_trace(trace: Option<&str>, item: &str) -> String {
     }
 }
 
-/// The scripted plugin. `last` remembers the provider and model of the request whose pre-hook
-/// ran, for `recover` (the post-hook does not see the request).
+/// The scripted plugin. Its pre-hook keeps the request's provider and model in the request's
+/// context ([`LAST`]) for `recover` (the post-hook does not see the request), so any instance
+/// may serve the post-hook.
 #[derive(Debug)]
 pub struct Scripted {
     config: Config,
-    last: Option<(String, String)>,
 }
+
+/// The request state (`<plugin name>.last`): `(provider, model)` of the request.
+const LAST: &str = "last";
 
 impl Scripted {
     fn tag(&self) -> &str {
@@ -439,7 +442,7 @@ impl Plugin for Scripted {
             Init::Ok => {
                 // Counted so tests can check that init and cleanup run once per instance.
                 wasmgate_sdk::kv::incr("inits", 1, None);
-                Ok(Scripted { config, last: None })
+                Ok(Scripted { config })
             }
             Init::Fail => Err(format!("init failed by {}", config.tag)),
             Init::Trap => panic!("trap in {}", config.tag),
@@ -473,7 +476,7 @@ impl Plugin for Scripted {
 
     fn pre_hook(&mut self, ctx: &Ctx, req: &Request<'_>) -> Result<PreOutcome> {
         self.trace(ctx, "pre");
-        self.last = Some((req.provider().to_owned(), req.model().to_owned()));
+        ctx.set_state(LAST, &(req.provider(), req.model()))?;
         let tag = self.tag();
         let applies = match &self.config.pre_only_provider {
             Some(provider) => provider == req.provider(),
@@ -552,7 +555,7 @@ impl Plugin for Scripted {
             (Post::AnnotateThenPass, outcome) => outcome,
             (Post::Pass, outcome) => outcome,
             (Post::Recover, PostOutcome::Error(_)) => {
-                let (provider, model) = self.last.clone().unwrap_or_default();
+                let (provider, model) = ctx.state::<(String, String)>(LAST)?.unwrap_or_default();
                 let text = format!("recovered by {tag}");
                 PostOutcome::Response(ChatResponse::assistant_text(provider, model, text))
             }
