@@ -311,13 +311,7 @@ class Ctx:
         works under every isolation the gateway's config may choose, ``shared`` included, where
         each hook call may run on another instance."""
         full = self._state_key(key)
-        text = _context.get(full)
-        if text is None:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError as e:
-            raise PluginError(f"context value {full!r} is not valid JSON: {e}") from None
+        return _json_of(_context.get(full), f"context value {full!r}")
 
     def set_state(self, key, value):
         """Keeps ``value`` (as JSON) for this plugin's later hooks of the current request, under
@@ -394,13 +388,18 @@ def kv_delete(key):
 
 def kv_get_json(key):
     """The value under ``key`` decoded from JSON, or None when absent."""
-    raw = _kv.get(key)
-    if raw is None:
+    return _json_of(_kv.get(key), f"kv entry {key!r}")
+
+
+def _json_of(text, what):
+    """``text`` (a string or bytes) decoded from JSON, None when it is None, and a
+    :class:`PluginError` naming ``what`` when it is not JSON."""
+    if text is None:
         return None
     try:
-        return json.loads(raw)
+        return json.loads(text)
     except ValueError as e:
-        raise PluginError(f"kv entry {key!r} is not valid JSON: {e}") from None
+        raise PluginError(f"{what} is not valid JSON: {e}") from None
 
 
 def kv_set_json(key, value, ttl_ms=None):
