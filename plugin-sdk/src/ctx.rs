@@ -75,11 +75,11 @@ impl Ctx {
     }
 
     /// Keeps `value` (as JSON) for this plugin's later hooks of the current request, under
-    /// `<plugin name>.<key>` in the context (which other plugins can read too).
+    /// `<plugin name>.<key>` in the context (which other plugins can read too). `Err` when it
+    /// cannot be serialised or its JSON is longer than [`MAX_CONTEXT_VALUE_BYTES`] (the gateway
+    /// would drop it, and a later hook would read what was kept before).
     pub fn set_state<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
-        let json = serde_json::to_string(value)
-            .map_err(|e| format!("cannot serialise the state {key:?} to JSON: {e}"))?;
-        context::set(&self.state_key(key), &json);
+        context::set(&self.state_key(key), &state_json(key, value)?);
         Ok(())
     }
 
@@ -98,8 +98,43 @@ impl Ctx {
     }
 }
 
+/// The longest context value the gateway keeps, in bytes (`context.set` drops longer ones).
+pub const MAX_CONTEXT_VALUE_BYTES: usize = 64 * 1024;
+
+/// `value` as the JSON [`Ctx::set_state`] keeps under `key`, checked against
+/// [`MAX_CONTEXT_VALUE_BYTES`].
+fn state_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<String> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| format!("cannot serialise the state {key:?} to JSON: {e}"))?;
+    if json.len() > MAX_CONTEXT_VALUE_BYTES {
+        return Err(format!(
+            "the state {key:?} is {} bytes as JSON, over the gateway's {MAX_CONTEXT_VALUE_BYTES}              bytes per context value; keep less of it",
+            json.len()
+        ));
+    }
+    Ok(json)
+}
+
 /// The context value of cleared state (the context has no delete): JSON's `null`.
 const CLEARED: &str = "null";
 
 /// The context key the gateway answers with the calling plugin's configured name.
 const PLUGIN_KEY: &str = "gateway.plugin";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_longer_than_the_context_keeps_is_refused_naming_the_key() {
+        let fits = "x".repeat(MAX_CONTEXT_VALUE_BYTES - 2);
+        assert_eq!(
+            state_json("seen", &fits).unwrap().len(),
+            MAX_CONTEXT_VALUE_BYTES
+        );
+        let over = "x".repeat(MAX_CONTEXT_VALUE_BYTES - 1);
+        let err = state_json("seen", &over).unwrap_err();
+        assert!(err.contains("\"seen\" is 65537 bytes"), "{err}");
+        assert_eq!(state_json("pending", &("p", 3)).unwrap(), r#"["p",3]"#);
+    }
+}

@@ -81,7 +81,7 @@ mod plugin;
 mod types;
 
 pub use config::{config_error, parse_config};
-pub use ctx::Ctx;
+pub use ctx::{Ctx, MAX_CONTEXT_VALUE_BYTES};
 pub use lent::{Outcome, Request};
 pub use plugin::Plugin;
 pub use types::{

@@ -266,9 +266,9 @@ pub fn ascii_only(line: &str) -> String {
 /// The request state (`<plugin name>.seen`) a pre-hook leaves for its post-hook: [`Seen`].
 const SEEN: &str = "seen";
 
-/// The most bytes the kept prompt may take as JSON text: the gateway keeps context values of up
-/// to 64 KiB and drops longer writes, and the rest of [`Seen`] is short.
-const MAX_KEPT_PROMPT_JSON: usize = 60 * 1024;
+/// The most bytes the kept prompt may take as JSON text: the rest of [`Seen`] is short, and the
+/// whole must fit a context value.
+const MAX_KEPT_PROMPT_JSON: usize = wasmgate_sdk::MAX_CONTEXT_VALUE_BYTES - 4 * 1024;
 
 /// The prompt as the pre-hook keeps it: cut to one character more than `max` (the line cuts it
 /// to `max` and marks the cut, exactly as it would the whole prompt), so a long prompt does not
@@ -402,7 +402,11 @@ mod tests {
                 prompt: Some(kept.clone()),
             })
             .unwrap();
-            assert!(json.len() <= 64 * 1024, "{unit:?}: {} bytes", json.len());
+            assert!(
+                json.len() <= wasmgate_sdk::MAX_CONTEXT_VALUE_BYTES,
+                "{unit:?}: {} bytes",
+                json.len()
+            );
             assert!(json.len() > 59 * 1024, "{unit:?}: cut only where needed");
             assert!(kept.ends_with('…'), "{unit:?}: the cut is marked");
             let kept_chars = kept.chars().count() - 1;
