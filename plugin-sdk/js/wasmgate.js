@@ -369,8 +369,7 @@ export class Ctx {
    * entries of one component in a chain have different names. Asked once per instance.
    */
   pluginName() {
-    if (pluginName === undefined) pluginName = context.get(PLUGIN_KEY) ?? '';
-    return pluginName;
+    return ownName();
   }
   /**
    * What this plugin kept for the current request with `setState` under `key` (decoded from
@@ -402,8 +401,13 @@ export class Ctx {
   }
 }
 
+/** This plugin's name in the gateway's config, asked once per instance. */
+const ownName = () => {
+  if (pluginName === undefined) pluginName = context.get(PLUGIN_KEY) ?? '';
+  return pluginName;
+};
 /** The context key of this plugin's request state `key`. */
-const stateKey = (key) => `${Ctx.prototype.pluginName()}.${key}`;
+const stateKey = (key) => `${ownName()}.${key}`;
 
 /** The context key the gateway answers with the calling plugin's configured name. */
 const PLUGIN_KEY = 'gateway.plugin';
