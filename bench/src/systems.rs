@@ -1,7 +1,8 @@
 //! The systems measured side by side: the mock upstream itself, nginx proxying to it, and the
-//! gateway proxying to it with 0 plugins, 5 no-op plugins (pooled, then shared per call), 5
-//! realistic plugins (pooled, shared per call, under per-request isolation, and pooled without
-//! fuel metering). Each is started pinned to the server core.
+//! gateway proxying to it with 0 plugins, 5 no-op plugins (as they declare: shared per call;
+//! then pooled by config), 5 realistic plugins (as they declare: shared per call; pooled by
+//! config; under per-request isolation; and without fuel metering). Each is started pinned to
+//! the server core.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,19 +19,20 @@ pub enum Setup {
     /// No plugin at all: the gateway's own cost.
     Bare,
     /// Five plugins whose pre- and post-hooks change nothing (`pass` and `none`: nothing is
-    /// copied back).
+    /// copied back), configured without `isolation`: they declare `shared-instances`, so
+    /// instances are taken per hook call, not held by the request.
     Noop5,
-    /// The same five with `"isolation": "shared"`: instances taken per hook call, not held by
-    /// the request (a no-op plugin keeps no per-request state).
-    Noop5Shared,
-    /// auth, rate-limit, content-filter, cache (every request a miss), logging.
+    /// The same five with `"isolation": "pooled"`: one instance held per request in flight.
+    Noop5Pooled,
+    /// auth, rate-limit, content-filter, cache (every request a miss), logging, configured
+    /// without `isolation`: they keep their per-request state in the request's context and
+    /// declare `shared-instances`, so any instance serves any hook call.
     Realistic5,
-    /// The same five with `"isolation": "shared"` (they keep their per-request state in the
-    /// request's context, so any instance serves any hook call).
-    Realistic5Shared,
+    /// The same five with `"isolation": "pooled"`.
+    Realistic5Pooled,
     /// The same five, each request on instances that never served another.
     Realistic5Fresh,
-    /// The same five, pooled, with fuel metering off (`runtime.fuel: false`).
+    /// The same five, as they declare, with fuel metering off (`runtime.fuel: false`).
     Realistic5NoFuel,
 }
 
@@ -39,9 +41,9 @@ impl Setup {
     pub const ALL: [Setup; 7] = [
         Setup::Bare,
         Setup::Noop5,
-        Setup::Noop5Shared,
+        Setup::Noop5Pooled,
         Setup::Realistic5,
-        Setup::Realistic5Shared,
+        Setup::Realistic5Pooled,
         Setup::Realistic5Fresh,
         Setup::Realistic5NoFuel,
     ];
@@ -50,10 +52,10 @@ impl Setup {
     pub fn label(self) -> &'static str {
         match self {
             Setup::Bare => "gateway, 0 plugins",
-            Setup::Noop5 => "gateway, 5 no-op plugins",
-            Setup::Noop5Shared => "gateway, 5 no-op plugins, shared instances",
-            Setup::Realistic5 => "gateway, 5 realistic plugins",
-            Setup::Realistic5Shared => "gateway, 5 realistic plugins, shared instances",
+            Setup::Noop5 => "gateway, 5 no-op plugins (shared instances, as declared)",
+            Setup::Noop5Pooled => "gateway, 5 no-op plugins, pooled instances (config)",
+            Setup::Realistic5 => "gateway, 5 realistic plugins (shared instances, as declared)",
+            Setup::Realistic5Pooled => "gateway, 5 realistic plugins, pooled instances (config)",
             Setup::Realistic5Fresh => "gateway, 5 realistic, per-request instances",
             Setup::Realistic5NoFuel => "gateway, 5 realistic, no fuel metering",
         }
@@ -66,9 +68,9 @@ impl Setup {
             Setup::Noop5 => (1..=5)
                 .map(|i| json!({"name": format!("noop{i}"), "path": artifacts::NOOP}))
                 .collect(),
-            Setup::Noop5Shared => with_isolation(Setup::Noop5.plugins(), "shared"),
+            Setup::Noop5Pooled => with_isolation(Setup::Noop5.plugins(), "pooled"),
             Setup::Realistic5 | Setup::Realistic5NoFuel => realistic(),
-            Setup::Realistic5Shared => with_isolation(realistic(), "shared"),
+            Setup::Realistic5Pooled => with_isolation(realistic(), "pooled"),
             Setup::Realistic5Fresh => with_isolation(realistic(), "per-request"),
         }
     }
@@ -242,8 +244,8 @@ mod tests {
                 .collect()
         };
         for (variant, base, isolation) in [
-            (Setup::Noop5Shared, Setup::Noop5, "shared"),
-            (Setup::Realistic5Shared, Setup::Realistic5, "shared"),
+            (Setup::Noop5Pooled, Setup::Noop5, "pooled"),
+            (Setup::Realistic5Pooled, Setup::Realistic5, "pooled"),
             (Setup::Realistic5Fresh, Setup::Realistic5, "per-request"),
         ] {
             let plugins = variant.plugins();

@@ -51,7 +51,7 @@ fn hook_and_instance(c: &mut Criterion) {
                 limits,
                 quarantine: QuarantinePolicy::default(),
                 grants: Grants::default(),
-                isolation: Isolation::Pooled,
+                isolation: Some(Isolation::Pooled),
             },
         ))
         .expect("loads")

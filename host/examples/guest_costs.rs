@@ -101,7 +101,7 @@ async fn measure(
                 limits,
                 quarantine: QuarantinePolicy::default(),
                 grants: Grants::default(),
-                isolation: Isolation::Pooled,
+                isolation: Some(Isolation::Pooled),
             },
         )
         .await?;

@@ -72,7 +72,7 @@ impl Workload {
                 limits,
                 quarantine: QuarantinePolicy::default(),
                 grants: Grants::default(),
-                isolation: Isolation::Pooled,
+                isolation: Some(Isolation::Pooled),
             };
             let plugin = runtime.load("noop", &compiled, setup).await?;
             let instance = Box::new(plugin.checkout().await?);

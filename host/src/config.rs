@@ -290,16 +290,14 @@ pub struct PluginConfig {
     /// Capabilities lent to the plugin beyond the sandbox's defaults (none by default).
     #[serde(default, skip_serializing_if = "Grants::is_empty")]
     pub grants: Grants,
-    /// `pooled` (default): warm instances are reused between requests, one per request in
-    /// flight; `per-request`: every request gets an instance that never served another
-    /// (created ahead of time); `shared`: each hook call takes a warm instance and gives it
-    /// back when it returns (for plugins that keep no per-request state in memory).
-    #[serde(default, skip_serializing_if = "is_pooled")]
-    pub isolation: Isolation,
-}
-
-fn is_pooled(isolation: &Isolation) -> bool {
-    *isolation == Isolation::Pooled
+    /// `pooled`: warm instances are reused between requests, one per request in flight;
+    /// `per-request`: every request gets an instance that never served another (created ahead
+    /// of time); `shared`: each hook call takes a warm instance and gives it back when it
+    /// returns (for plugins that keep no per-request state in memory). Unset (the default):
+    /// `shared` for a plugin that declares it keeps no per-request state in its memory (the
+    /// `shared-instances` flag of its `hooks` export), `pooled` for any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
 }
 
 impl PluginConfig {
@@ -320,7 +318,7 @@ impl PluginConfig {
             limits: LimitsConfig::default(),
             quarantine: QuarantinePolicy::default(),
             grants: Grants::default(),
-            isolation: Isolation::Pooled,
+            isolation: None,
         }
     }
 }

@@ -595,7 +595,7 @@ impl Registry {
         let reuse = serving
             .filter(|p| p.sha256.as_deref() == Some(sha.as_str()))
             .and_then(|p| p.compiled.clone())
-            .filter(|c| c.suits(limits.stack_bytes, settings.isolation));
+            .filter(|c| c.suits(limits.stack_bytes, settings.isolation.unwrap_or_default()));
         let recompiled = reuse.is_none();
         match self
             .prepare(&entry.name, &sha, bytes, reuse, &settings, limits)
@@ -670,7 +670,12 @@ impl Registry {
             Some(compiled) => compiled,
             None => {
                 self.runtime
-                    .compile_bounded(sha256, bytes, limits.stack_bytes, settings.isolation)
+                    .compile_bounded(
+                        sha256,
+                        bytes,
+                        limits.stack_bytes,
+                        settings.isolation.unwrap_or_default(),
+                    )
                     .await?
             }
         };

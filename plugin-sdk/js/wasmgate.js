@@ -31,10 +31,10 @@
 // gateway handles it by the plugin's failure policy and names the plugin. Any other exception is
 // a bug: the instance traps and the gateway discards it, as it does for a Rust panic.
 
-import { log as hostLog } from 'wasmgate:plugin/logging@0.6.0';
-import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.6.0';
-import * as context from 'wasmgate:plugin/context@0.6.0';
-import * as kv from 'wasmgate:plugin/kv@0.6.0';
+import { log as hostLog } from 'wasmgate:plugin/logging@0.7.0';
+import { nowMs as hostNowMs } from 'wasmgate:plugin/clock@0.7.0';
+import * as context from 'wasmgate:plugin/context@0.7.0';
+import * as kv from 'wasmgate:plugin/kv@0.7.0';
 
 /** A plugin failure with a message: the hook returns the world's `err`. */
 export class PluginError extends Error {
@@ -458,6 +458,11 @@ export const store = {
  * Base class of a plugin: every hook has a default that leaves the request as it is, and
  * `exportPlugin` reports to the gateway only the hooks a subclass overrides. Set a static
  * `pluginName` for the name shown in logs and the admin API (default: the class name).
+ *
+ * Set `static sharedInstances = true` when the plugin keeps nothing about a request in `this`
+ * from one hook to the next (what a later hook needs goes in `ctx.setState`): the gateway then
+ * shares its instances per hook call unless its config sets `isolation`, and a few warm
+ * instances serve every request in flight instead of one per request.
  */
 export class Plugin {
   /** The raw HTTP request. Return `Pass()`, `Rewrite(..)` or `RespondHttp(..)`. */
@@ -496,9 +501,12 @@ export class Plugin {
 
 const HOOKS = ['transportInterceptor', 'preHook', 'postHook', 'streamChunk', 'onError', 'cleanup'];
 
-/** The world's `hooks` flags for the hooks `cls` overrides. */
+/**
+ * The world's `hooks` flags for the hooks `cls` overrides, and `sharedInstances` when `cls`
+ * declares it.
+ */
 export function hooksOf(cls) {
-  const flags = {};
+  const flags = { sharedInstances: cls.sharedInstances === true };
   for (const hook of HOOKS) flags[hook] = cls.prototype[hook] !== Plugin.prototype[hook];
   return flags;
 }

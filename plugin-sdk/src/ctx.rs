@@ -61,7 +61,7 @@ impl Ctx {
     ///
     /// Request state lives in the request's context, not in the instance: a pre-hook keeps
     /// what its post-hook needs (or a stream chunk what the next needs) here, and the plugin
-    /// works under every isolation the gateway's config may choose, `shared` included, where
+    /// works under every isolation the gateway may choose, `shared` included, where
     /// each hook call may run on another instance.
     pub fn state<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let key = self.state_key(key);

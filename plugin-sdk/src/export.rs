@@ -35,9 +35,11 @@ pub struct Defined {
     pub cleanup: bool,
 }
 
-/// `hooks` export: the flags for the hooks that are present.
-pub fn hooks(defined: Defined) -> Hooks {
+/// `hooks` export: the flags for the hooks that are present, and `shared-instances` when the
+/// plugin declares [`Plugin::SHARED_INSTANCES`].
+pub fn hooks(defined: Defined, shared_instances: bool) -> Hooks {
     let mut hooks = Hooks::empty();
+    hooks.set(Hooks::SHARED_INSTANCES, shared_instances);
     hooks.set(Hooks::TRANSPORT_INTERCEPTOR, defined.transport);
     hooks.set(Hooks::PRE_HOOK, defined.pre);
     hooks.set(Hooks::POST_HOOK, defined.post);
@@ -152,13 +154,17 @@ mod tests {
 
     #[test]
     fn hooks_flags_follow_presence() {
-        assert_eq!(hooks(Defined::default()), Hooks::empty());
+        assert_eq!(hooks(Defined::default(), false), Hooks::empty());
         let some = Defined {
             pre: true,
             post: true,
             ..Defined::default()
         };
-        assert_eq!(hooks(some), Hooks::PRE_HOOK | Hooks::POST_HOOK);
+        assert_eq!(hooks(some, false), Hooks::PRE_HOOK | Hooks::POST_HOOK);
+        assert_eq!(
+            hooks(some, true),
+            Hooks::PRE_HOOK | Hooks::POST_HOOK | Hooks::SHARED_INSTANCES
+        );
         let all = Defined {
             transport: true,
             pre: true,
@@ -167,7 +173,8 @@ mod tests {
             on_error: true,
             cleanup: true,
         };
-        assert_eq!(hooks(all), Hooks::all());
+        assert_eq!(hooks(all, true), Hooks::all());
+        assert_eq!(hooks(all, false), Hooks::all() - Hooks::SHARED_INSTANCES);
     }
 
     #[test]

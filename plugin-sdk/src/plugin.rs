@@ -15,14 +15,27 @@ use crate::{
 /// The gateway creates instances of a plugin as it needs them; each instance calls `init` once
 /// and then serves one request at a time, with every hook of a request running on the same
 /// instance. So `self` may carry state from a request's pre-hook to its post-hook, but state that
-/// must be shared between instances or outlive one belongs in [`kv`](crate::kv). (Unless the
-/// gateway's config makes the plugin's instances `shared`: then every hook call may land on
-/// another instance, and a plugin must keep nothing about a request in `self`; keep it with
-/// [`Ctx::set_state`](crate::Ctx::set_state) instead, which works under every isolation.)
+/// must be shared between instances or outlive one belongs in [`kv`](crate::kv).
+///
+/// A plugin that keeps nothing about a request in `self` (what a later hook needs goes in the
+/// request's context with [`Ctx::set_state`](crate::Ctx::set_state), which works under every
+/// isolation) should say so with [`SHARED_INSTANCES`](Plugin::SHARED_INSTANCES): the gateway
+/// then shares its instances per hook call, so every call may land on another instance, and
+/// under load a few warm instances serve every request in flight.
 ///
 /// An `Err` from a hook is a plugin failure, handled by the failure policy the gateway configured
 /// for the plugin; a panic traps the instance, which the gateway then discards.
 pub trait Plugin: Sized + 'static {
+    /// Whether the plugin keeps nothing about a request in `self` from one hook to the next,
+    /// so that any instance may serve any hook call (the world's `shared-instances` flag).
+    /// With `true` the gateway shares the plugin's instances per hook call unless its config
+    /// sets `isolation`: a few warm instances serve every request in flight instead of one per
+    /// request, which under load is faster and uses less memory. State in `self` that does not
+    /// belong to one request (a parsed config, a compiled pattern) is fine either way.
+    ///
+    /// Default: `false`, every hook of a request runs on the instance its first hook ran on.
+    const SHARED_INSTANCES: bool = false;
+
     /// A short human-readable name, shown in the gateway's logs and admin API.
     ///
     /// Default: the name of the crate that defines `Self` (e.g. `hello_world` for

@@ -1,5 +1,5 @@
-//! `#[plugin]` reports every hook when the impl defines them all, and none when it defines none
-//! (see `hooks_none.rs`).
+//! `#[plugin]` reports every hook when the impl defines them all, and `shared-instances` when it
+//! declares `SHARED_INSTANCES`; none of them when it defines none (see `hooks_none.rs`).
 #![allow(
     unsafe_code,
     reason = "calls the generated `extern \"C\"` export directly"
@@ -14,6 +14,8 @@ struct All;
 
 #[wasmgate_sdk::plugin]
 impl wasmgate_sdk::Plugin for All {
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "all".into()
     }
@@ -46,7 +48,7 @@ unsafe extern "C" {
 }
 
 #[test]
-fn reports_every_hook() {
+fn reports_every_hook_and_shared_instances() {
     // SAFETY: `hooks` takes no arguments and returns the flags as an i32.
     let bits = unsafe { exported_hooks() };
     assert_eq!(bits, i32::from(Hooks::all().bits()));

@@ -1,4 +1,5 @@
-//! `#[plugin]` reports exactly the hooks an impl defines: here `pre_hook` and `cleanup`.
+//! `#[plugin]` reports exactly the hooks an impl defines: here `pre_hook` and `cleanup`, and no
+//! `shared-instances` (the default of `SHARED_INSTANCES`).
 //!
 //! Calls the component exports the attribute generates, through their symbols (the bindings
 //! compile natively, with imports that trap), so the test sees what the gateway will.

@@ -177,6 +177,9 @@ fn all_keys(config: &Config) -> Result<Vec<String>> {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for Auth {
+    /// Nothing about a request is kept in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "auth".into()
     }

@@ -22,7 +22,10 @@ void exports_plugin_get_name(plugin_string_t *ret) { *ret = wg_dup("hello-world"
 plugin_hooks_t exports_plugin_hooks(void) {
   return WASMGATE_PLUGIN_TYPES_HOOKS_TRANSPORT_INTERCEPTOR | WASMGATE_PLUGIN_TYPES_HOOKS_PRE_HOOK |
          WASMGATE_PLUGIN_TYPES_HOOKS_POST_HOOK | WASMGATE_PLUGIN_TYPES_HOOKS_STREAM_CHUNK |
-         WASMGATE_PLUGIN_TYPES_HOOKS_ON_ERROR | WASMGATE_PLUGIN_TYPES_HOOKS_CLEANUP;
+         WASMGATE_PLUGIN_TYPES_HOOKS_ON_ERROR | WASMGATE_PLUGIN_TYPES_HOOKS_CLEANUP |
+         // Nothing about a request is kept in memory (only the configured greeting): any
+         // instance may serve any call.
+         WASMGATE_PLUGIN_TYPES_HOOKS_SHARED_INSTANCES;
 }
 
 bool exports_plugin_init(plugin_string_t *config, plugin_string_t *err) {

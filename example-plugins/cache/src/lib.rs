@@ -248,6 +248,10 @@ fn mark(resp: &mut ChatResponse, status: &str) -> Result<()> {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for Cache {
+    /// What a later hook of a request needs is kept in the request's context
+    /// (`Ctx::set_state`), never in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "cache".into()
     }

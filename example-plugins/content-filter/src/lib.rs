@@ -332,6 +332,10 @@ impl Rejected {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for ContentFilter {
+    /// What a later hook of a request needs is kept in the request's context
+    /// (`Ctx::set_state`), never in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "content-filter".into()
     }

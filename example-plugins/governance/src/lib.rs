@@ -230,6 +230,10 @@ impl Governance {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for Governance {
+    /// What a later hook of a request needs is kept in the request's context
+    /// (`Ctx::set_state`), never in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "governance".into()
     }

@@ -200,6 +200,9 @@ pub struct HeaderInjector {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for HeaderInjector {
+    /// Nothing about a request is kept in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "header-injector".into()
     }

@@ -37,6 +37,9 @@ pub struct HelloWorld {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for HelloWorld {
+    /// Nothing about a request is kept in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "hello-world".into()
     }

@@ -34,6 +34,8 @@ function target(path, value) {
 /** Routes requests by header to a provider and model. */
 class HeaderRouter extends Plugin {
   static pluginName = 'header-router';
+  // Nothing about a request is kept in `this`: any instance may serve any call.
+  static sharedInstances = true;
 
   constructor(config) {
     super();

@@ -17,6 +17,8 @@ import { Continue, Emit, Keep, Pass, Plugin, exportPlugin, log, parseConfig } fr
 /** Logs every hook it sees. */
 class HelloWorld extends Plugin {
   static pluginName = 'hello-world';
+  // Nothing about a request is kept in `this`: any instance may serve any call.
+  static sharedInstances = true;
 
   constructor(config) {
     super();

@@ -310,6 +310,10 @@ pub struct Logging {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for Logging {
+    /// What a later hook of a request needs is kept in the request's context
+    /// (`Ctx::set_state`), never in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "logging".into()
     }

@@ -19,6 +19,8 @@ class HelloWorld(Plugin):
     """Logs every hook it sees."""
 
     name = "hello-world"
+    # Nothing about a request is kept in `self`: any instance may serve any call.
+    shared_instances = True
 
     def __init__(self, config):
         self.greeting = parse_config(config, optional={"greeting": (str, "hello")})["greeting"]

@@ -81,6 +81,8 @@ class PiiRedactor(Plugin):
     """Redacts e-mail addresses, phone numbers and card numbers in prompts."""
 
     name = "pii-redactor"
+    # Nothing about a request is kept in `self`: any instance may serve any call.
+    shared_instances = True
 
     def __init__(self, config):
         c = parse_config(config, optional={

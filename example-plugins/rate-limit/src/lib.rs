@@ -165,6 +165,10 @@ pub fn rejection_error(rejection: &Rejection) -> GatewayError {
 
 #[wasmgate_sdk::plugin]
 impl Plugin for RateLimit {
+    /// What a later hook of a request needs is kept in the request's context
+    /// (`Ctx::set_state`), never in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn name() -> String {
         "rate-limit".into()
     }

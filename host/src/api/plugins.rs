@@ -68,7 +68,9 @@ fn describe(e: &PluginEntry) -> Value {
             vec![Stage::PreRequest, Stage::PostRequest, Stage::Error]
         }),
         "required": e.settings.required,
-        "isolation": e.settings.isolation,
+        // What its instances run under: as configured, or as the plugin declares when the
+        // config leaves it unset (known once loaded).
+        "isolation": plugin.map(|p| p.isolation()).or(e.settings.isolation),
         "preinitialized": plugin.map(|p| p.preinitialized()),
         "grants": e.settings.grants,
         "limits": {

@@ -67,15 +67,28 @@ fn parse_opt_extra(text: Option<&str>, what: impl Fn() -> String) -> Result<chat
     text.map_or_else(|| Ok(chat::Extra::new()), |t| parse_extra(t, what))
 }
 
-impl From<Hooks> for HookSet {
+/// What a plugin's `hooks` export declares.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Declared {
+    /// The hooks it implements.
+    pub hooks: HookSet,
+    /// Whether it keeps nothing about a request in its memory between hooks, so its instances
+    /// may be shared per hook call (the `shared-instances` flag).
+    pub shared_instances: bool,
+}
+
+impl From<Hooks> for Declared {
     fn from(h: Hooks) -> Self {
-        HookSet {
-            transport_interceptor: h.contains(Hooks::TRANSPORT_INTERCEPTOR),
-            pre_hook: h.contains(Hooks::PRE_HOOK),
-            post_hook: h.contains(Hooks::POST_HOOK),
-            stream_chunk: h.contains(Hooks::STREAM_CHUNK),
-            on_error: h.contains(Hooks::ON_ERROR),
-            cleanup: h.contains(Hooks::CLEANUP),
+        Declared {
+            hooks: HookSet {
+                transport_interceptor: h.contains(Hooks::TRANSPORT_INTERCEPTOR),
+                pre_hook: h.contains(Hooks::PRE_HOOK),
+                post_hook: h.contains(Hooks::POST_HOOK),
+                stream_chunk: h.contains(Hooks::STREAM_CHUNK),
+                on_error: h.contains(Hooks::ON_ERROR),
+                cleanup: h.contains(Hooks::CLEANUP),
+            },
+            shared_instances: h.contains(Hooks::SHARED_INSTANCES),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! Model: each plugin is compiled once (off the async runtime) and pre-instantiated
 //! (`InstancePre`). Instances are created on demand from the pooling allocator, run `init`
 //! once, and are then reused: one instance serves one request at a time, and every hook of a
-//! request runs on the same instance (shared isolation: one hook call at a time, each call on
-//! whichever instance is idle). An instance that trapped or hit a limit is discarded.
+//! request runs on the same instance (shared isolation, what a plugin that declares
+//! `shared-instances` gets unless its config says otherwise: one hook call at a time, each call
+//! on whichever instance is idle). An instance that trapped or hit a limit is discarded.
 //! Under per-request isolation an instance serves one request only, and instances start from a
 //! snapshot taken after the plugin's one `init` (the `snapshot` module).
 
@@ -48,7 +49,7 @@ use snapshot::Snapshotting;
 /// The WIT package of the plugin world.
 pub const WORLD_PACKAGE: &str = "wasmgate:plugin";
 /// The version of the plugin world this gateway speaks (`wit/plugin.wit`).
-pub const WORLD_VERSION: &str = "0.6.0";
+pub const WORLD_VERSION: &str = "0.7.0";
 
 /// Process-wide runtime settings (per-plugin limits are in [`Limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

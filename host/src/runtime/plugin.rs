@@ -11,7 +11,7 @@ use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::{self, ExportIndices, Exports, OutputSize};
+use super::bindings::{self, Declared, ExportIndices, Exports, OutputSize};
 use super::capacity::Permit;
 use super::epoch::Ticker;
 use super::exchange::{self, Annotations, Lent};
@@ -35,7 +35,8 @@ use crate::hooks::{
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// Warm instances are reused from request to request (one request at a time each): what a
-    /// request leaves in the plugin's memory, the next may see. The fastest.
+    /// request leaves in the plugin's memory, the next may see. What a plugin that does not
+    /// declare `shared-instances` gets unless its config says otherwise.
     #[default]
     Pooled,
     /// Every request gets an instance that never served another and is discarded after it:
@@ -50,7 +51,8 @@ pub enum Isolation {
     /// time. For plugins that keep nothing about a request in their memory from one hook to
     /// the next (what a later hook needs goes in the request's `context`, what outlives the
     /// request in `kv`). Under load a few instances serve every call and stay in the CPU's
-    /// caches, where pooled instances are one per request in flight.
+    /// caches, where pooled instances are one per request in flight. What a plugin that
+    /// declares `shared-instances` gets unless its config says otherwise.
     Shared,
 }
 
@@ -65,8 +67,10 @@ pub struct PluginSetup {
     pub quarantine: QuarantinePolicy,
     /// Capabilities beyond the sandbox's defaults.
     pub grants: Grants,
-    /// Whether instances are reused between requests.
-    pub isolation: Isolation,
+    /// Whether instances are reused between requests; `None`: as the plugin declares
+    /// ([`Isolation::Shared`] when its `hooks` export sets `shared-instances`, else
+    /// [`Isolation::Pooled`]).
+    pub isolation: Option<Isolation>,
 }
 
 /// A plugin that compiled, linked and initialised: the unit the pipeline runs.
@@ -133,11 +137,17 @@ impl LoadedPlugin {
             .get_name()
             .await
             .map_err(|f| anyhow::anyhow!("get-name failed: {}", f.detail))?;
-        let hooks: HookSet = first
+        let declared: Declared = first
             .call(None, Hook::Init, async |p, s| p.call_hooks(s).await.map(Ok))
             .await
             .map_err(|f| anyhow::anyhow!("hooks failed: {}", f.detail))?
             .into();
+        let hooks = declared.hooks;
+        let isolation = isolation.unwrap_or(if declared.shared_instances {
+            Isolation::Shared
+        } else {
+            Isolation::Pooled
+        });
         first
             .init(&config)
             .await

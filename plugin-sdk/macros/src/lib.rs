@@ -96,7 +96,7 @@ fn expand(item: &ItemImpl) -> syn::Result<TokenStream2> {
                         stream_chunk: #stream_chunk,
                         on_error: #on_error,
                         cleanup: #cleanup,
-                    })
+                    }, <#ty as ::wasmgate_sdk::Plugin>::SHARED_INSTANCES)
                 }
                 fn init(config: ::std::string::String) -> ::wasmgate_sdk::Result<()> {
                     #sdk::init(&PLUGIN, config)

@@ -535,9 +535,16 @@ class Plugin:
     ``name`` (class attribute) is shown in logs and the admin API; it defaults to the class name.
     ``__init__(self, config)`` gets the JSON config text (``{}`` when none is configured); raise
     :class:`PluginError` to reject it.
+
+    ``shared_instances = True`` (class attribute) declares that the plugin keeps nothing about a
+    request in ``self`` from one hook to the next (what a later hook needs goes in
+    ``ctx.set_state``): the gateway then shares its instances per hook call unless its config
+    sets ``isolation``, and a few warm instances serve every request in flight instead of one per
+    request.
     """
 
     name = None
+    shared_instances = False
 
     def __init__(self, config):
         pass
@@ -584,8 +591,9 @@ _HOOKS = {
 
 
 def hooks_of(cls):
-    """The world's ``hooks`` flags for the hooks ``cls`` overrides."""
-    flags = types.Hooks(0)
+    """The world's ``hooks`` flags for the hooks ``cls`` overrides, and ``SHARED_INSTANCES`` when
+    ``cls`` declares ``shared_instances``."""
+    flags = types.Hooks.SHARED_INSTANCES if cls.shared_instances is True else types.Hooks(0)
     for method, flag in _HOOKS.items():
         if getattr(cls, method) is not getattr(Plugin, method):
             flags |= flag

@@ -321,8 +321,8 @@ async fn hostile_inits_and_unloadable_components_are_refused_at_load() {
         (
             "future-world",
             &[
-                "built against wasmgate:plugin@0.7.0",
-                "speaks wasmgate:plugin@0.6.0",
+                "built against wasmgate:plugin@0.8.0",
+                "speaks wasmgate:plugin@0.7.0",
                 "newer plugin world",
             ],
         ),
@@ -330,7 +330,7 @@ async fn hostile_inits_and_unloadable_components_are_refused_at_load() {
             "past-world",
             &[
                 "built against wasmgate:plugin@0.1.0",
-                "speaks wasmgate:plugin@0.6.0",
+                "speaks wasmgate:plugin@0.7.0",
                 "older plugin world",
             ],
         ),
@@ -422,7 +422,7 @@ async fn a_plugin_whose_init_keeps_a_host_resource_runs_init_in_every_per_reques
         artifacts::HOSTILE_WASI,
         json!({"init_read": "/data/motd.txt", "read": "/data/motd.txt"}),
     );
-    p.isolation = Isolation::PerRequest;
+    p.isolation = Some(Isolation::PerRequest);
     p.grants = Grants {
         env: vec![],
         read_dirs: vec![DirGrant {

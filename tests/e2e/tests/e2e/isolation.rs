@@ -1,7 +1,9 @@
 //! Instance isolation: pooled instances are reused, so what one request leaves in a plugin's
 //! memory the next can see; under `"isolation": "per-request"` every request runs on an
 //! instance that never served another, and nothing crosses over; under `"isolation": "shared"`
-//! an instance is taken for one hook call only, so requests in flight share a few instances.
+//! an instance is taken for one hook call only, so requests in flight share a few instances;
+//! and a plugin that declares it keeps no request state in its memory is shared unless its
+//! config says otherwise.
 
 use serde_json::{Value, json};
 use wasmgate::runtime::Isolation;
@@ -9,7 +11,7 @@ use wasmgate_e2e::{TestGateway, artifacts, chat_body, plugin, scripted, trace_of
 
 async fn gateway(isolation: Isolation) -> TestGateway {
     let mut remember = plugin("remember", artifacts::REMEMBER, json!({}));
-    remember.isolation = isolation;
+    remember.isolation = Some(isolation);
     TestGateway::with_plugins(vec![remember]).await
 }
 
@@ -79,7 +81,7 @@ async fn instances_for_sixteen_in_flight(isolation: Isolation) -> Vec<(String, u
             .into_iter()
             .map(|name| {
                 let mut p = scripted(name, json!({}));
-                p.isolation = isolation;
+                p.isolation = Some(isolation);
                 p
             })
             .collect();
@@ -163,6 +165,56 @@ async fn a_shared_instance_carries_memory_between_requests() {
     assert_eq!(previous_prompt(&gw, "first").await, Value::Null);
     assert_eq!(previous_prompt(&gw, "second").await, json!("first"));
     assert_eq!(gw.plugin_status("remember").await["isolation"], "shared");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugin_that_declares_shared_instances_gets_them_unless_its_config_says_otherwise() {
+    // hello-world sets the `shared-instances` flag of its `hooks` export; remember, which
+    // keeps the last prompt in its memory, does not. Neither config sets `isolation`.
+    let gw = TestGateway::with_plugins(vec![
+        plugin("hello-world", artifacts::HELLO_WORLD, json!({})),
+        plugin("remember", artifacts::REMEMBER, json!({})),
+    ])
+    .await;
+    assert_eq!(gw.plugin_status("hello-world").await["isolation"], "shared");
+    assert_eq!(gw.plugin_status("remember").await["isolation"], "pooled");
+    // Not only reported: with eight requests waiting at the provider, each holds an instance
+    // of remember (pooled: all of a request's hooks on one instance) and none of hello-world.
+    let gw_ref = &gw;
+    let mut requests: Vec<_> = (0..8)
+        .map(|i| {
+            Box::pin(async move {
+                gw_ref
+                    .chat(&chat_body("mock/slow-2000", &format!("request {i}")))
+                    .await
+            })
+        })
+        .collect();
+    loop {
+        let remember = gw.plugin_status("remember").await;
+        if remember["stats"]["by_hook"]["pre-hook"]["calls"] == 8 {
+            break;
+        }
+        // Drive the requests a little, so they reach the provider.
+        let step = futures::future::select_all(requests.iter_mut());
+        tokio::select! {
+            ((status, body), _, _) = step => panic!("answered early: {status} {body}"),
+            () = tokio::time::sleep(std::time::Duration::from_millis(2)) => {}
+        }
+    }
+    assert_eq!(gw.plugin_status("remember").await["busy_instances"], 8);
+    assert_eq!(gw.plugin_status("hello-world").await["busy_instances"], 0);
+    for (status, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    gw.stop().await;
+
+    // The config's `isolation` wins over the declaration.
+    let mut forced = plugin("hello-world", artifacts::HELLO_WORLD, json!({}));
+    forced.isolation = Some(Isolation::Pooled);
+    let gw = TestGateway::with_plugins(vec![forced]).await;
+    assert_eq!(gw.plugin_status("hello-world").await["isolation"], "pooled");
     gw.stop().await;
 }
 

@@ -57,6 +57,47 @@ async fn hello_world_behaves_the_same_in_every_language() {
 }
 
 #[tokio::test]
+async fn only_plugins_that_declare_shared_instances_get_them_in_every_language() {
+    // Every hello-world declares it keeps no request state in its memory (Rust's
+    // `SHARED_INSTANCES`, Python's `shared_instances`, JavaScript's `sharedInstances`, C's
+    // flag); the scripted ports leave the SDKs' default. No config sets `isolation`.
+    let mut plugins: Vec<_> = HELLO_WORLDS
+        .iter()
+        .map(|(lang, path)| plugin(lang, path, json!({})))
+        .collect();
+    for (lang, name) in [
+        (Lang::Rust, "scripted-rust"),
+        (Lang::Python, "scripted-python"),
+        (Lang::Js, "scripted-js"),
+    ] {
+        plugins.push(scripted_in(lang, name, json!({})));
+    }
+    plugins.push(plugin(
+        "scripted-c",
+        artifacts::C_SCRIPTED,
+        json!({"tag": "scripted-c"}),
+    ));
+    let gw = TestGateway::with_plugins(plugins).await;
+    for (name, expected) in [
+        ("rust", "shared"),
+        ("python", "shared"),
+        ("js", "shared"),
+        ("c", "shared"),
+        ("scripted-rust", "pooled"),
+        ("scripted-python", "pooled"),
+        ("scripted-js", "pooled"),
+        ("scripted-c", "pooled"),
+    ] {
+        let view = gw.plugin_status(name).await;
+        assert_eq!(view["status"], "active", "{view}");
+        assert_eq!(view["isolation"], expected, "{name}: {view}");
+    }
+    let (status, body) = gw.chat(&chat_body("mock/echo", "hello")).await;
+    assert_eq!(status, 200, "{body}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_configs_are_rejected_naming_the_field_in_every_language() {
     let gw = TestGateway::with_plugins(
         HELLO_WORLDS
@@ -370,7 +411,7 @@ async fn a_runaway_hook_is_stopped_and_the_next_request_served(lang: Lang) {
 
 async fn per_request_instances_start_from_a_snapshot_after_one_init(lang: Lang) {
     let mut p = scripted_in(lang, "P", json!({}));
-    p.isolation = Isolation::PerRequest;
+    p.isolation = Some(Isolation::PerRequest);
     let gw = TestGateway::with_plugins(vec![p]).await;
     for i in 0..4 {
         let (status, body) = gw.chat(&chat_body("mock/echo", &format!("r{i}"))).await;

@@ -61,7 +61,7 @@ async fn broken_files_are_reported_and_everything_else_serves() {
         ("huge", "over runtime.max_component_bytes"),
         (
             "other",
-            "does not export the wasmgate:plugin@0.6.0 `plugin` world",
+            "does not export the wasmgate:plugin@0.7.0 `plugin` world",
         ),
     ] {
         let status = gw.plugin_status(name).await;

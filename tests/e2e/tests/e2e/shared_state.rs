@@ -23,7 +23,7 @@ const SECOND_MODEL: &str = "mock/slow-1400";
 /// Plugin `name` (the component at `path`, with `config`) on shared instances.
 fn shared(name: &str, path: &str, config: Value) -> PluginConfig {
     let mut p = plugin(name, path, config);
-    p.isolation = Isolation::Shared;
+    p.isolation = Some(Isolation::Shared);
     p
 }
 
@@ -287,7 +287,7 @@ async fn content_filter_redacts_two_interleaved_streams_each_in_its_own_window()
 async fn sdk_state_is_per_request_on_shared_instances(lang: wasmgate_e2e::Lang) {
     let script = |name: &str, post: &str| {
         let mut p = wasmgate_e2e::scripted_in(lang, name, json!({"post": post}));
-        p.isolation = Isolation::Shared;
+        p.isolation = Some(Isolation::Shared);
         p
     };
     let gw = TestGateway::with_plugins(vec![script("A", "recover"), script("B", "to-error")]).await;

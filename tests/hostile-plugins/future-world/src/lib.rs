@@ -1,5 +1,5 @@
-//! `hostile-future-world`: a component built against `wasmgate:plugin@0.7.0` (a newer version of
-//! the plugin world than the gateway's `@0.6.0`): it imports `wasmgate:plugin/logging@0.7.0`.
+//! `hostile-future-world`: a component built against `wasmgate:plugin@0.8.0` (a newer version of
+//! the plugin world than the gateway's `@0.7.0`): it imports `wasmgate:plugin/logging@0.8.0`.
 //! Expected: refused at load with both versions named, and nothing else affected.
 #![allow(
     unsafe_code,
@@ -10,7 +10,7 @@
 mod bindings {
     wit_bindgen::generate!({
         inline: "
-            package wasmgate:plugin@0.7.0;
+            package wasmgate:plugin@0.8.0;
 
             interface logging {
                 log: func(message: string);
@@ -28,7 +28,7 @@ struct FutureWorld;
 
 impl bindings::Guest for FutureWorld {
     fn get_name() -> String {
-        bindings::wasmgate::plugin::logging::log("hello from @0.7.0");
+        bindings::wasmgate::plugin::logging::log("hello from @0.8.0");
         "hostile-future-world".to_string()
     }
 }

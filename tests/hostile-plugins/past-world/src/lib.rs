@@ -1,5 +1,5 @@
 //! `hostile-past-world`: a component built against `wasmgate:plugin@0.1.0` (an older version of
-//! the plugin world than the gateway's `@0.6.0`): it imports `wasmgate:plugin/logging@0.1.0`.
+//! the plugin world than the gateway's `@0.7.0`): it imports `wasmgate:plugin/logging@0.1.0`.
 //! Expected: refused at load with both versions named, and nothing else affected.
 #![allow(
     unsafe_code,

@@ -10,6 +10,9 @@ pub struct Noop;
 
 #[wasmgate_sdk::plugin]
 impl Plugin for Noop {
+    /// Nothing about a request is kept in `self`: any instance may serve any call.
+    const SHARED_INSTANCES: bool = true;
+
     fn init(_config: &str) -> Result<Self> {
         Ok(Noop)
     }
