@@ -8,10 +8,10 @@
 //!   same ~1 KB body, at once on `/v1/...` and after 50 ms on `/slow/v1/...`.
 //! - Systems, all started up front and measured with the same oha: direct to the upstream;
 //!   nginx `proxy_pass` with an upstream keep-alive pool; the gateway with 0 plugins, 5 no-op
-//!   plugins (pooled, then with shared instances), 5 realistic plugins (auth, rate-limit,
-//!   content-filter, cache miss, logging), the same 5 with shared instances, with per-request
-//!   instances and without fuel metering. Systems under test run on core 0; oha, the upstream
-//!   and the harness itself on core 1.
+//!   plugins (as they declare, on shared instances; then pooled by config), 5 realistic
+//!   plugins (auth, rate-limit, content-filter, cache miss, logging; shared as they declare),
+//!   the same 5 pooled by config, with per-request instances and without fuel metering.
+//!   Systems under test run on core 0; oha, the upstream and the harness itself on core 1.
 //! - After a warm-up at 64 connections (which grows the plugins' instance pools to the probes'
 //!   concurrency): c=1 closed-loop latency in interleaved rounds (median of the rounds'
 //!   p50/p99); CPU time of each system's process per request at a fixed open-loop rate; the
