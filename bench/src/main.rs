@@ -16,8 +16,8 @@
 //!   concurrency): c=1 closed-loop latency in interleaved rounds (median of the rounds'
 //!   p50/p99); CPU time of each system's process per request at a fixed open-loop rate; the
 //!   highest open-loop rate (latency-corrected) with p99 < 5 ms and no error (a rate fails
-//!   when two probes in a row fail it); RSS after start
-//!   and at peak; a 50 ms-upstream run at 64 connections; gateway startup with 10 plugins with
+//!   when two probes in a row fail it); RSS after start and at its peak under load (the peak
+//!   is reset once every system has started: start-up may compile components); a 50 ms-upstream run at 64 connections; gateway startup with 10 plugins with
 //!   a cold and a warm compiled-component cache.
 //!
 //! No figure is compared with a threshold in a test: the report states the targets and where

@@ -60,6 +60,14 @@ impl Proc {
         Ok((field("VmRSS:"), field("VmHWM:")))
     }
 
+    /// Resets the process's peak resident memory (`VmHWM`) to what it holds now (Linux's
+    /// `clear_refs`, value 5), so a later peak is the peak since this call: a gateway's start
+    /// (compiling components the shared cache does not hold yet) is not counted as load.
+    pub fn reset_peak_rss(&self) -> anyhow::Result<()> {
+        let path = format!("/proc/{}/clear_refs", self.pid());
+        std::fs::write(&path, "5").with_context(|| format!("writing 5 to {path}"))
+    }
+
     /// Fails if the process has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {

@@ -244,8 +244,9 @@ pub fn render(f: &Figures, micro: &[Micro], p: &Provenance) -> String {
         s,
         "c=1: one connection, closed loop, median of the rounds' percentiles. Added: minus direct. \
          Max RPS: highest open-loop rate (latency-corrected) with p99 < 5 ms and no error (a rate \
-         fails when two probes in a row fail it). CPU: \
-         the system's own process at a fixed rate. RSS: after start, and peak after all load.\n"
+         fails when two probes in a row fail it). CPU: the system's own process at a fixed \
+         rate. RSS: after start, and the peak under all the load (start-up, which may compile \
+         components, excluded).\n"
     );
     let _ = writeln!(
         s,

@@ -76,7 +76,7 @@ pub struct SystemFigures {
     pub cpu_us_per_request: f64,
     /// Resident memory after start, before any request, KiB.
     pub rss_idle_kib: u64,
-    /// Peak resident memory after all the load, KiB.
+    /// Peak resident memory from the end of start-up to the end of all the load, KiB.
     pub rss_peak_kib: u64,
 }
 
@@ -157,6 +157,12 @@ pub fn run(plan: &Plan, gateway_bin: &Path, oha: &Oha) -> anyhow::Result<Figures
             ..SystemFigures::default()
         })
         .collect();
+    // The gateways share one compiled-component cache, so the first to load a component
+    // compiles it (Cranelift's working memory, tens of MB for a moment) and the next ones
+    // load it: without a reset their peaks would compare compilations, not load.
+    for proc in &procs {
+        proc.reset_peak_rss()?;
+    }
 
     // At the concurrency of the throughput probes: a plugin's instance pool grows on demand
     // (and keeps up to `max_idle_per_plugin`), and a new instance runs `init` (content-filter
