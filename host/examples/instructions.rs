@@ -6,8 +6,9 @@
 //! Workloads (`--workload`): `hook` (one pre-hook of the no-op plugin on a 1 KB request, warm
 //! instance), `pipeline-0`, `pipeline-noop5`, `pipeline-realistic5` (the whole pipeline without
 //! HTTP against the mock provider, as `host/benches/hot_path.rs` measures it) and
-//! `pipeline-only-<name>` (one of the realistic five alone, e.g. `pipeline-only-cache`); each
-//! pipeline also as `pipeline-fresh-...`, under per-request isolation. The
+//! `pipeline-only-<name>` (one of the realistic five alone, e.g. `pipeline-only-cache`), with
+//! the plugins as they declare (shared instances); each pipeline also as `pipeline-fresh-...`,
+//! under per-request isolation, and `pipeline-pooled-...`, pooled. The
 //! runtime is sized small (`max_instances`) so that valgrind can map its pooling allocator.
 
 #![expect(clippy::print_stdout, reason = "the probe prints what it ran")]
@@ -37,8 +38,8 @@ fn arg(name: &str) -> Option<String> {
 }
 
 /// The workloads, for an error message.
-const WORKLOADS: &str = "use hook or pipeline-[fresh-]<chain>, where <chain> is 0, noop5, \
-                         realistic5 or only-<one of the realistic five>";
+const WORKLOADS: &str = "use hook or pipeline-[fresh-|pooled-]<chain>, where <chain> is 0, \
+                         noop5, realistic5 or only-<one of the realistic five>";
 
 /// One workload, ready to run an iteration.
 enum Workload {
@@ -87,10 +88,15 @@ impl Workload {
             anyhow::bail!("unknown workload {name:?}: {WORKLOADS}");
         };
         // `fresh-`: each request on instances that never served another, i.e. what
-        // per-request isolation costs (instantiation, `init`, `cleanup`).
-        let (fresh, chain) = match chain.strip_prefix("fresh-") {
-            Some(chain) => (true, chain),
-            None => (false, chain),
+        // per-request isolation costs (instantiation, `init`, `cleanup`); `pooled-`: the
+        // plugins pooled whatever they declare. Otherwise as they declare (every plugin here
+        // declares `shared-instances`).
+        let (isolation, chain) = if let Some(chain) = chain.strip_prefix("fresh-") {
+            (Some("per-request"), chain)
+        } else if let Some(chain) = chain.strip_prefix("pooled-") {
+            (Some("pooled"), chain)
+        } else {
+            (None, chain)
         };
         let mut plugins = match chain {
             "0" => json!([]),
@@ -110,9 +116,9 @@ impl Workload {
                 None => anyhow::bail!("unknown workload {name:?}: {WORKLOADS}"),
             },
         };
-        if fresh {
+        if let Some(isolation) = isolation {
             for plugin in plugins.as_array_mut().into_iter().flatten() {
-                plugin["isolation"] = json!("per-request");
+                plugin["isolation"] = json!(isolation);
             }
         }
         let config = Config::parse(

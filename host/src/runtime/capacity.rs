@@ -4,6 +4,7 @@
 //! or the place of an idle instance of another plugin (cleaned up and dropped), or waits for a
 //! place to be freed, up to a deadline.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -22,6 +23,19 @@ pub(crate) struct Capacity {
     gate: tokio::sync::Mutex<()>,
     /// Signalled whenever an instance goes back to a pool, for requests waiting for one.
     changed: Notify,
+    /// Requests waiting for `changed` (see [`Capacity::waiting`]): with none, an instance
+    /// given back signals nobody and skips the `Notify`'s lock, the case on every hook call
+    /// of a shared plugin.
+    waiting: AtomicUsize,
+}
+
+/// Counts a request as waiting for [`Capacity::changed`] while it lives.
+pub(super) struct Waiting<'a>(&'a Capacity);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A place in the budget, held by an instance for its whole life.
@@ -36,17 +50,33 @@ impl Capacity {
             plugins: Mutex::new(Vec::new()),
             gate: tokio::sync::Mutex::new(()),
             changed: Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
-    /// Resolves at the next [`notify_changed`](Self::notify_changed).
+    /// Resolves at the next [`notify_changed`](Self::notify_changed). Only for a request
+    /// counted as [`waiting`](Self::waiting): take that first, then arm this, then look at the
+    /// pool again.
     pub(super) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
     }
 
-    /// Wakes the requests waiting for an instance to come back to a pool.
+    /// Counts the caller as waiting for [`changed`](Self::changed) until the guard is
+    /// dropped. Sequentially consistent with [`notify_changed`](Self::notify_changed): an
+    /// instance given back either finds the count raised and signals, or was pushed before the
+    /// waiter raised it, and the waiter's next look at the pool (under the pool's lock) finds
+    /// it.
+    pub(super) fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(self)
+    }
+
+    /// Wakes the requests waiting for an instance to come back to a pool (call it after the
+    /// instance is in the pool).
     pub(super) fn notify_changed(&self) {
-        self.changed.notify_waiters();
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Waits for the turn to create instances for a whole chain (see

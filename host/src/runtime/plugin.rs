@@ -295,9 +295,21 @@ impl LoadedPlugin {
     /// instance taken has never served a request, and a replacement is started in the
     /// background.
     pub async fn checkout(self: &Arc<Self>) -> Result<PluginInstance, HookFailure> {
+        // The common case (every hook call of a shared plugin): an idle instance, taken
+        // without arming a wake-up or reading the clock.
+        if let Some(instance) = self.take_idle() {
+            return Ok(instance);
+        }
+        self.checkout_waiting().await
+    }
+
+    /// [`checkout`](Self::checkout) when no instance was idle: creates one within the
+    /// runtime's budget, or waits for a place or for an instance to come back.
+    async fn checkout_waiting(self: &Arc<Self>) -> Result<PluginInstance, HookFailure> {
         let started = Instant::now();
         let deadline = started + self.limits.timeout();
         let capacity = self.runtime.capacity();
+        let _waiting = capacity.waiting();
         let permit = loop {
             // Armed before looking, so an instance given back meanwhile is not missed.
             let changed = capacity.changed();
