@@ -204,3 +204,36 @@ async fn config_changes_reinitialise_without_recompiling_and_touch_does_nothing(
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_reloaded_version_runs_under_the_isolation_it_declares() {
+    // `plugin.wasm` is first `remember` (no `shared-instances`), then hello-world (declares
+    // it), then `remember` again; the config leaves `isolation` unset, so each version's own
+    // declaration decides.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("mkdir");
+    let source = config_file(
+        dir.path(),
+        &json!({"plugins_dir": "plugins", "plugins": [{"name": "plugin"}]}),
+    );
+    let gw = TestGateway::start_watching(source, dir).await;
+    let target = plugins.join("plugin.wasm");
+    for (component, isolation) in [
+        (artifacts::REMEMBER, "pooled"),
+        (artifacts::HELLO_WORLD, "shared"),
+        (artifacts::REMEMBER, "pooled"),
+    ] {
+        let sha = sha256_of(component);
+        install_atomically(&std::fs::read(component).expect("component"), &target);
+        let view = gw
+            .wait_for_plugin("plugin", |p| {
+                p["status"] == "active" && p["sha256"] == sha.as_str()
+            })
+            .await;
+        assert_eq!(view["isolation"], isolation, "{view}");
+        let (status, body) = gw.chat(&chat_body("mock/echo", "hello")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    gw.stop().await;
+}
