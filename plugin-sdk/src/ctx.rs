@@ -108,7 +108,8 @@ fn state_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<String> {
         .map_err(|e| format!("cannot serialise the state {key:?} to JSON: {e}"))?;
     if json.len() > MAX_CONTEXT_VALUE_BYTES {
         return Err(format!(
-            "the state {key:?} is {} bytes as JSON, over the gateway's {MAX_CONTEXT_VALUE_BYTES}              bytes per context value; keep less of it",
+            "the state {key:?} is {} bytes as JSON, over the gateway's \
+             {MAX_CONTEXT_VALUE_BYTES} bytes per context value; keep less of it",
             json.len()
         ));
     }
@@ -134,7 +135,11 @@ mod tests {
         );
         let over = "x".repeat(MAX_CONTEXT_VALUE_BYTES - 1);
         let err = state_json("seen", &over).unwrap_err();
-        assert!(err.contains("\"seen\" is 65537 bytes"), "{err}");
+        assert_eq!(
+            err,
+            "the state \"seen\" is 65537 bytes as JSON, over the gateway's 65536 bytes per \
+             context value; keep less of it"
+        );
         assert_eq!(state_json("pending", &("p", 3)).unwrap(), r#"["p",3]"#);
     }
 }
