@@ -390,10 +390,21 @@ export class Ctx {
   }
   /**
    * Keeps `value` (as JSON) for this plugin's later hooks of the current request, under
-   * `<plugin name>.<key>` in the context (which other plugins can read too).
+   * `<plugin name>.<key>` in the context (which other plugins can read too). Throws a
+   * `PluginError` when its JSON is longer than the gateway keeps per context value
+   * (`MAX_CONTEXT_VALUE_BYTES`): the gateway would drop it, and a later hook would read what was
+   * kept before.
    */
   setState(key, value) {
-    context.set(stateKey(key), JSON.stringify(value));
+    const text = JSON.stringify(value);
+    const size = encoder.encode(text).length;
+    if (size > MAX_CONTEXT_VALUE_BYTES) {
+      throw new PluginError(
+        `the state ${JSON.stringify(key)} is ${size} bytes as JSON, over the gateway's ` +
+          `${MAX_CONTEXT_VALUE_BYTES} bytes per context value; keep less of it`,
+      );
+    }
+    context.set(stateKey(key), text);
   }
   /** Forgets what this plugin kept under `key` for the current request. */
   clearState(key) {
@@ -411,6 +422,8 @@ const stateKey = (key) => `${ownName()}.${key}`;
 
 /** The context key the gateway answers with the calling plugin's configured name. */
 const PLUGIN_KEY = 'gateway.plugin';
+/** The longest context value the gateway keeps, in bytes (`context.set` drops longer ones). */
+export const MAX_CONTEXT_VALUE_BYTES = 64 * 1024;
 /** That name, once asked (per instance). */
 let pluginName;
 

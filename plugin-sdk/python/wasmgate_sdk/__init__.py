@@ -315,8 +315,17 @@ class Ctx:
 
     def set_state(self, key, value):
         """Keeps ``value`` (as JSON) for this plugin's later hooks of the current request, under
-        ``<plugin name>.<key>`` in the context (which other plugins can read too)."""
-        _context.set(self._state_key(key), json.dumps(value))
+        ``<plugin name>.<key>`` in the context (which other plugins can read too). Raises
+        :class:`PluginError` when its JSON is longer than the gateway keeps per context value
+        (``MAX_CONTEXT_VALUE_BYTES``): the gateway would drop it, and a later hook would read
+        what was kept before."""
+        text = json.dumps(value)
+        size = len(text.encode("utf-8"))
+        if size > MAX_CONTEXT_VALUE_BYTES:
+            raise PluginError(
+                f"the state {json.dumps(key)} is {size} bytes as JSON, over the gateway's "
+                f"{MAX_CONTEXT_VALUE_BYTES} bytes per context value; keep less of it")
+        _context.set(self._state_key(key), text)
 
     def clear_state(self, key):
         """Forgets what this plugin kept under ``key`` for the current request."""
@@ -325,6 +334,9 @@ class Ctx:
     def _state_key(self, key):
         return f"{self.plugin_name()}.{key}"
 
+
+# The longest context value the gateway keeps, in bytes (`context.set` drops longer ones).
+MAX_CONTEXT_VALUE_BYTES = 64 * 1024
 
 # The context key the gateway answers with the calling plugin's configured name, and that name
 # once asked (per instance).

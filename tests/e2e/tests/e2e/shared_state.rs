@@ -304,3 +304,40 @@ async fn sdk_state_is_per_request_on_shared_instances(lang: wasmgate_e2e::Lang) 
 }
 
 wasmgate_e2e::for_each_lang!(sdk_state_is_per_request_on_shared_instances);
+
+/// In its own module: `for_each_lang!` names one test module per language.
+mod over_the_context_limit {
+    use super::*;
+
+    /// The SDK's request state in each language refuses state the gateway would drop (JSON over
+    /// its 64 KiB per context value) rather than let a later hook read older state: `scripted`
+    /// keeping 70,000 characters fails its pre-hook naming the key and the limit, one keeping
+    /// 60,000 is served.
+    async fn sdk_state_over_the_context_limit_fails_the_hook_naming_it(lang: wasmgate_e2e::Lang) {
+        let keep = |n: u32| {
+            wasmgate_e2e::scripted_in(lang, "A", json!({"pre": format!("keep-state:{n}")}))
+        };
+        let gw = TestGateway::with_plugins(vec![keep(70_000)]).await;
+        let (status, body) = gw
+            .chat(&wasmgate_e2e::chat_body("mock/echo", "hello"))
+            .await;
+        assert_eq!(status, 500, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        for part in [
+            "plugin `A` failed in pre-hook",
+            "the state \"pad\" is 70002 bytes as JSON, over the gateway's 65536 bytes per \
+             context value",
+        ] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        gw.stop().await;
+        let gw = TestGateway::with_plugins(vec![keep(60_000)]).await;
+        let (status, body) = gw
+            .chat(&wasmgate_e2e::chat_body("mock/echo", "hello"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        gw.stop().await;
+    }
+
+    wasmgate_e2e::for_each_lang!(sdk_state_over_the_context_limit_fails_the_hook_naming_it);
+}

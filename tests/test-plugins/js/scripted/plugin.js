@@ -16,7 +16,7 @@ import {
 
 const ACTIONS = {
   transport: ['pass', ['pass', 'error', 'trap', 'loop'], ['rewrite-header:', 'respond:']],
-  pre: ['continue', ['continue', 'pass', 'respond', 'fail', 'fail-no-fallbacks', 'error', 'trap', 'loop'], ['set-model:', 'sleep-ms:']],
+  pre: ['continue', ['continue', 'pass', 'respond', 'fail', 'fail-no-fallbacks', 'error', 'trap', 'loop'], ['set-model:', 'sleep-ms:', 'keep-state:']],
   post: ['pass', ['pass', 'keep', 'recover', 'to-error', 'error', 'trap', 'loop', 'annotate'], []],
   init: ['ok', ['ok', 'fail', 'trap'], []],
   cleanup: ['ok', ['ok', 'trap', 'loop'], []],
@@ -127,6 +127,9 @@ class Scripted extends Plugin {
         while (nowMs() < end);
         break;
       }
+      case 'keep-state:':
+        ctx.setState('pad', 'x'.repeat(what.arg));
+        return Continue();
     }
     return Continue(req);
   }

@@ -9,7 +9,7 @@ outcome (a response's body field `trace`, an error's code `trace:<trace>`). Supp
 |---------------------|------------------------------------------------------------------------|
 | `tag`               | (required) names the plugin in the trace                               |
 | `transport`         | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
-| `pre`               | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `set-model:<model>`, `sleep-ms:<n>` |
+| `pre`               | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `set-model:<model>`, `sleep-ms:<n>`, `keep-state:<n>` |
 | `post`              | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`, `annotate` |
 | `pre_only_provider` | the pre action applies only to requests for this provider             |
 | `init`              | `ok`, `fail`, `trap` (`inits` counted in kv)                           |
@@ -31,7 +31,7 @@ from wasmgate_sdk import (
 ACTIONS = {
     "transport": ("pass", ["pass", "error", "trap", "loop"], ["rewrite-header:", "respond:"]),
     "pre": ("continue", ["continue", "pass", "respond", "fail", "fail-no-fallbacks", "error", "trap",
-                         "loop"], ["set-model:", "sleep-ms:"]),
+                         "loop"], ["set-model:", "sleep-ms:", "keep-state:"]),
     "post": ("pass", ["pass", "keep", "recover", "to-error", "error", "trap", "loop", "annotate"],
              []),
     "init": ("ok", ["ok", "fail", "trap"], []),
@@ -55,7 +55,7 @@ def action(config, field):
                 if not sep or not name:
                     raise config_error(field, f"expected rewrite-header:<name>=<value>, got {value!r}")
                 return prefix, (name.lower(), header_value)
-            if prefix in ("respond:", "sleep-ms:", "fail-at:"):
+            if prefix in ("respond:", "sleep-ms:", "fail-at:", "keep-state:"):
                 if not arg.isdigit() or (prefix == "respond:" and not 100 <= int(arg) <= 599):
                     raise config_error(field, f"expected {prefix}<number>, got {value!r}")
                 return prefix, int(arg)
@@ -140,6 +140,9 @@ class Scripted(Plugin):
             end = now_ms() + what[1]
             while now_ms() < end:
                 pass
+        elif isinstance(what, tuple) and what[0] == "keep-state:":
+            ctx.set_state("pad", "x" * what[1])
+            return Continue()
         return Continue(req)
 
     def post_hook(self, ctx, outcome):

@@ -13,7 +13,7 @@
 //! |---------------------|--------------|-----------------------------------------------------------|
 //! | `tag`               | (required)   | any string, names this plugin in the trace                |
 //! | `transport`         | `"pass"`     | `pass`, `rewrite-header:<name>=<value>`, `respond:<status>`, `error`, `trap`, `loop` |
-//! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>`, `describe` |
+//! | `pre`               | `"continue"` | `continue`, `respond`, `fail`, `fail-no-fallbacks`, `error`, `trap`, `loop`, `grow`, `recurse`, `recurse-shadow`, `set-model:<model>`, `sleep-ms:<n>`, `keep-state:<n>`, `describe` |
 //! | `post`              | `"pass"`     | `pass`, `keep`, `recover`, `to-error`, `error`, `trap`, `loop`, `describe`, `annotate`, `annotate-then-pass` |
 //! | `pre_only_provider` | none         | the pre action applies only to requests for this provider |
 //! | `init`              | `"ok"`       | `ok`, `fail`, `trap`                                      |
@@ -27,7 +27,8 @@
 //! `trap in <tag>`; `loop` spins forever; `grow` allocates 1 MiB chunks until memory runs out;
 //! `recurse` recurses until the wasm stack overflows; `recurse-shadow` until Rust's shadow stack in
 //! linear memory does (an out-of-bounds trap); `set-model:<m>` sets the request's model;
-//! `sleep-ms:<n>` busy-waits n ms; `recover` turns an error into a response with text
+//! `sleep-ms:<n>` busy-waits n ms; `keep-state:<n>` keeps a string of n characters as request
+//! state `pad` (`Ctx::set_state`; over the context's 64 KiB it is a plugin error); `recover` turns an error into a response with text
 //! `recovered by <tag>`; `keep` hands the outcome on unchanged with `none` (so this post-hook
 //! does not write the trace); `to-error` turns a response into a 502 error `converted by <tag>`;
 //! `rewrite-header:<name>=<value>` sets a request header; `respond:<status>` answers the HTTP
@@ -148,6 +149,8 @@ pub enum Pre {
     SetModel(String),
     /// Busy-wait this many milliseconds, then go on.
     SleepMs(u64),
+    /// Keep a string of this many characters as the request state `pad`, then go on.
+    KeepState(usize),
     /// Answer with every part of the lent request, each read with its own accessor, as JSON.
     Describe,
 }
@@ -342,11 +345,17 @@ impl TryFrom<String> for Pre {
                         .parse()
                         .map_err(|_| format!("expected sleep-ms:<milliseconds>, got {s:?}"))?;
                     Pre::SleepMs(ms)
+                } else if let Some(n) = s.strip_prefix("keep-state:") {
+                    let n = n
+                        .parse()
+                        .map_err(|_| format!("expected keep-state:<characters>, got {s:?}"))?;
+                    Pre::KeepState(n)
                 } else {
                     return Err(unknown(
                         &s,
                         "continue, pass, respond, fail, fail-no-fallbacks, error, trap, loop, grow, \
-                         recurse, recurse-shadow, set-model:<model>, sleep-ms:<n>, describe",
+                         recurse, recurse-shadow, set-model:<model>, sleep-ms:<n>, keep-state:<n>, \
+                         describe",
                     ));
                 }
             }
@@ -524,6 +533,10 @@ impl Plugin for Scripted {
                     black_box(());
                 }
                 Ok(PreOutcome::Continue(req.to_request()))
+            }
+            Pre::KeepState(n) => {
+                ctx.set_state("pad", &"x".repeat(*n))?;
+                Ok(PreOutcome::Pass)
             }
             Pre::Describe => Ok(PreOutcome::Respond(ChatResponse::assistant_text(
                 req.provider(),
@@ -734,6 +747,7 @@ mod tests {
             ("grow", Pre::Grow),
             ("recurse", Pre::Recurse),
             ("sleep-ms:250", Pre::SleepMs(250)),
+            ("keep-state:70000", Pre::KeepState(70_000)),
         ];
         for (text, pre) in pres {
             assert_eq!(Pre::try_from(text.to_owned()), Ok(pre));
