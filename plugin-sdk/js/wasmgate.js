@@ -397,7 +397,9 @@ export class Ctx {
    */
   setState(key, value) {
     const text = JSON.stringify(value);
-    const size = encoder.encode(text).length;
+    // A UTF-16 code unit is at most 3 bytes of UTF-8: only state near the limit is encoded to
+    // be measured.
+    const size = text.length * 3 <= MAX_CONTEXT_VALUE_BYTES ? 0 : encoder.encode(text).length;
     if (size > MAX_CONTEXT_VALUE_BYTES) {
       throw new PluginError(
         `the state ${JSON.stringify(key)} is ${size} bytes as JSON, over the gateway's ` +

@@ -319,11 +319,11 @@ class Ctx:
         :class:`PluginError` when its JSON is longer than the gateway keeps per context value
         (``MAX_CONTEXT_VALUE_BYTES``): the gateway would drop it, and a later hook would read
         what was kept before."""
-        text = json.dumps(value)
-        size = len(text.encode("utf-8"))
-        if size > MAX_CONTEXT_VALUE_BYTES:
+        # ASCII (json.dumps escapes the rest), so its length is its size in bytes.
+        text = json.dumps(value, ensure_ascii=True)
+        if len(text) > MAX_CONTEXT_VALUE_BYTES:
             raise PluginError(
-                f"the state {json.dumps(key)} is {size} bytes as JSON, over the gateway's "
+                f"the state {json.dumps(key)} is {len(text)} bytes as JSON, over the gateway's "
                 f"{MAX_CONTEXT_VALUE_BYTES} bytes per context value; keep less of it")
         _context.set(self._state_key(key), text)
 
